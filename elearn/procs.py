@@ -1,0 +1,57 @@
+"""Child processes that cannot outlive their parent, and free ports."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if our parent dies (even by SIGKILL) the kernel
+    # sends us SIGKILL, so no TF server, JVM or daemon is orphaned.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    # Ctrl-C in a terminal goes to the whole foreground group; the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def popen_child(cmd, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` for a child that dies with its parent and ignores terminal Ctrl-C."""
+    return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code."""
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+    return proc.returncode
+
+
+def free_port(host: str = "") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,126 @@
+"""ZooKeeper registration: where every node of an application says who and where it is.
+
+Layout, one namespace per application (``/elearn/<app-id>`` under an optional chroot)::
+
+    state            {"state": "starting|running|restarting|done|failed", "generation": g, ...}
+    cluster          the TF cluster spec the driver published once every node had reserved a port
+    ps/<index>       ephemeral, one per PS node: {"host", "port", "state", "pid", ...}
+    worker/<index>   ephemeral, one per worker node: as ps, plus what it spooled
+
+An ephemeral znode lives as long as its daemon's ZooKeeper session: its presence is the node's
+liveness. Waits poll with a deadline so that a missing node becomes an error naming it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
+
+ROOT = "/elearn"
+ROLES = ("ps", "worker")
+
+
+def _dump(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+def _load(raw: bytes):
+    return json.loads(raw.decode()) if raw else None
+
+
+class AppRegistry:
+    """The znodes of one application, seen through one kazoo client."""
+
+    def __init__(self, client: KazooClient, app_id: str, acl=None):
+        self.client = client
+        self.app_id = app_id
+        self.base = f"{ROOT}/{app_id}"
+        self.acl = acl
+
+    # -- driver side -------------------------------------------------------------------------
+    def create(self) -> None:
+        for path in (self.base, f"{self.base}/ps", f"{self.base}/worker"):
+            self.client.ensure_path(path, acl=self.acl)
+        self.set_state("starting", generation=0)
+
+    def set_state(self, state: str, **extra) -> None:
+        data = _dump({"state": state, "time": time.time(), **extra})
+        path = f"{self.base}/state"
+        try:
+            self.client.set(path, data)
+        except NoNodeError:
+            self.client.create(path, data, acl=self.acl, makepath=True)
+
+    def publish_cluster(self, spec: dict) -> None:
+        path = f"{self.base}/cluster"
+        try:
+            self.client.create(path, _dump(spec), acl=self.acl)
+        except NodeExistsError:
+            self.client.set(path, _dump(spec))
+
+    def delete(self) -> None:
+        try:
+            self.client.delete(self.base, recursive=True)
+        except NoNodeError:
+            pass
+
+    # -- either side --------------------------------------------------------------------------
+    def state(self) -> dict | None:
+        try:
+            return _load(self.client.get(f"{self.base}/state")[0])
+        except NoNodeError:
+            return None
+
+    def cluster(self) -> dict | None:
+        try:
+            return _load(self.client.get(f"{self.base}/cluster")[0])
+        except NoNodeError:
+            return None
+
+    def nodes(self, role: str) -> dict[int, dict]:
+        try:
+            children = self.client.get_children(f"{self.base}/{role}")
+        except NoNodeError:
+            return {}
+        found = {}
+        for child in children:
+            try:
+                found[int(child)] = _load(self.client.get(f"{self.base}/{role}/{child}")[0])
+            except NoNodeError:
+                continue
+        return found
+
+    # -- node side ----------------------------------------------------------------------------
+    def register(self, role: str, index: int, info: dict) -> None:
+        """Create this node's ephemeral znode, replacing one a dead session left behind."""
+        path = f"{self.base}/{role}/{index}"
+        try:
+            self.client.create(path, _dump(info), acl=self.acl, ephemeral=True)
+        except NodeExistsError:
+            self.client.delete(path)
+            self.client.create(path, _dump(info), acl=self.acl, ephemeral=True)
+
+    def update(self, role: str, index: int, info: dict) -> None:
+        path = f"{self.base}/{role}/{index}"
+        try:
+            self.client.set(path, _dump(info))
+        except NoNodeError:
+            self.register(role, index, info)
+
+
+def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.2,
+               on_timeout: Callable[[], Exception] | None = None, on_poll: Callable[[], None] | None = None):
+    """Poll ``check`` until it returns something truthy; raise ``on_timeout()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if on_poll is not None:
+            on_poll()
+        if time.monotonic() > deadline:
+            raise on_timeout() if on_timeout else TimeoutError(f"timed out after {timeout:.0f}s")
+        time.sleep(interval)

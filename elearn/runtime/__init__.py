@@ -1,0 +1,1 @@
+"""What runs on the executors: the Arrow spool, the native reader, the node daemon and TF process."""

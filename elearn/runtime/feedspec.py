@@ -1,0 +1,116 @@
+"""Which Spark columns can be fed to TensorFlow, and how each travels.
+
+The driver checks the DataFrame's schema before any Spark job starts and rewrites the few types
+TensorFlow has no native twin for (dates, timestamps, small decimals) with Spark expressions, so the
+executors only ever see numbers, strings, lists and ML vectors. Unsupported columns fail here, named.
+
+Kinds and their spool blocks (every block is one serialized TensorProto):
+
+    scalar  values[n], valid
+    string  values[n] (tf.string), valid
+    list    values[total] flat, row_splits[n+1], valid
+
+ML vectors travel as ``list`` of float64 (Spark's ``vector_to_array``).
+
+``valid`` is an empty bool tensor when the chunk has no nulls in that column.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from elearn.errors import FeedError
+
+BLOCKS = {"scalar": 2, "string": 2, "list": 3}
+
+# Spark simpleString -> numpy/TF dtype name.
+_NUMERIC = {
+    "tinyint": "int8", "smallint": "int16", "int": "int32", "bigint": "int64",
+    "float": "float32", "double": "float64", "boolean": "bool",
+}
+# Precision a float64 keeps exactly; wider decimals would silently lose digits.
+MAX_DECIMAL_PRECISION = 15
+
+
+@dataclass(frozen=True)
+class FeedColumn:
+    name: str
+    kind: str           # scalar | string | list
+    dtype: str          # numpy dtype name of the values
+    source: str         # the Spark type it came from, for messages and docs
+
+    def to_dict(self):
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d):
+        return FeedColumn(**d)
+
+
+def _element(dt) -> str | None:
+    from pyspark.sql import types as T
+
+    if isinstance(dt, T.DecimalType):
+        return "float64" if dt.precision <= MAX_DECIMAL_PRECISION else None
+    return _NUMERIC.get(dt.simpleString())
+
+
+def plan_columns(df) -> tuple[list[FeedColumn], list]:
+    """The feed columns of ``df`` and the Spark expressions that produce them.
+
+    Raises FeedError naming every unsupported column at once.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    columns, exprs, bad = [], [], []
+    for field in df.schema.fields:
+        name, dt = field.name, field.dataType
+        col = F.col(f"`{name}`")
+        source = dt.simpleString()
+        if isinstance(dt, T.DateType):
+            columns.append(FeedColumn(name, "scalar", "int64", source))
+            exprs.append(F.datediff(col, F.lit("1970-01-01").cast("date")).cast("bigint").alias(name))
+        elif isinstance(dt, (T.TimestampType, T.TimestampNTZType)):
+            columns.append(FeedColumn(name, "scalar", "int64", source))
+            exprs.append(F.unix_micros(col.cast("timestamp")).alias(name))
+        elif isinstance(dt, T.DecimalType):
+            if dt.precision > MAX_DECIMAL_PRECISION:
+                bad.append(f"{name} ({source}: more digits than float64 holds; cast it to double "
+                           "or a smaller decimal)")
+                continue
+            columns.append(FeedColumn(name, "scalar", "float64", source))
+            exprs.append(col.cast("double").alias(name))
+        elif isinstance(dt, (T.StringType, T.BinaryType)):
+            columns.append(FeedColumn(name, "string", "object", source))
+            exprs.append(col)
+        elif isinstance(dt, T.ArrayType):
+            elem = _element(dt.elementType)
+            if elem is None:
+                bad.append(f"{name} ({source}: only arrays of numbers or booleans are fed)")
+                continue
+            columns.append(FeedColumn(name, "list", elem, source))
+            exprs.append(col.cast(T.ArrayType(T.DoubleType())).alias(name)
+                         if isinstance(dt.elementType, T.DecimalType) else col)
+        elif _is_vector(dt):
+            # VectorUDT has no Arrow type; vector_to_array runs in the JVM and yields its values.
+            from pyspark.ml.functions import vector_to_array
+
+            columns.append(FeedColumn(name, "list", "float64", "vector"))
+            exprs.append(vector_to_array(col, "float64").alias(name))
+        elif _element(dt) is not None:
+            columns.append(FeedColumn(name, "scalar", _element(dt), source))
+            exprs.append(col)
+        else:
+            bad.append(f"{name} ({source})")
+    if bad:
+        raise FeedError(
+            "these columns cannot be fed to TensorFlow: " + "; ".join(bad) + ". Supported: "
+            "numbers, boolean, string, binary, date, timestamp, decimal(p<=15), array<number>, "
+            "ML Vector. Drop or convert them in pre_train (select/withColumn).")
+    if not columns:
+        raise FeedError("the DataFrame has no columns to feed")
+    return columns, exprs
+
+
+def _is_vector(dt) -> bool:
+    return type(dt).__name__ == "VectorUDT"

@@ -1,0 +1,126 @@
+"""The native reader: spool chunks into a ``tf.data.Dataset`` with TensorFlow ops only.
+
+Everything here is graph-safe: in PS mode the dataset function is traced on the coordinator and runs
+on each worker, so the worker's spool directory and chunk count arrive as tensors (looked up by
+``experimental_get_current_worker_index()``), never as Python values computed on the coordinator.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+from elearn.runtime.feedspec import BLOCKS, FeedColumn
+
+_TF_DTYPES = {"float16": tf.float16, "float32": tf.float32, "float64": tf.float64,
+              "int8": tf.int8, "int16": tf.int16, "int32": tf.int32, "int64": tf.int64,
+              "uint8": tf.uint8, "bool": tf.bool, "object": tf.string}
+
+
+def chunk_paths(directory, chunks) -> tf.data.Dataset:
+    index = tf.data.Dataset.range(tf.cast(chunks, tf.int64))
+    return index.map(lambda k: tf.strings.join(
+        [directory, "/chunk-", tf.strings.as_string(k, width=6, fill="0"), ".spool"]))
+
+
+def _parse_chunk(columns: Sequence[FeedColumn], wanted: Sequence[str], fixed: Mapping[str, int],
+                 pad: Mapping[str, int], ragged: bool, fill: Mapping[str, object]):
+    nblocks = sum(BLOCKS[c.kind] for c in columns)
+    head = 8 * (nblocks + 1)
+    first_block = {}
+    i = 0
+    for c in columns:
+        first_block[c.name] = i
+        i += BLOCKS[c.kind]
+
+    def parse(path):
+        blob = tf.io.read_file(path)
+        header = tf.io.decode_raw(tf.strings.substr(blob, 0, head), tf.int64)
+        n, lengths = header[0], header[1:]
+        starts = head + tf.concat([[0], tf.cumsum(lengths)[:-1]], 0)
+
+        def block(j, dtype):
+            return tf.io.parse_tensor(tf.strings.substr(blob, starts[j], lengths[j]), dtype)
+
+        out = {}
+        for c in columns:
+            if c.name not in wanted:
+                continue
+            j, dtype = first_block[c.name], _TF_DTYPES[c.dtype]
+            values = block(j, dtype)
+            valid = block(j + BLOCKS[c.kind] - 1, tf.bool)
+            if c.kind == "list":
+                splits = block(j + 1, tf.int64)
+                splits.set_shape([None])
+                values.set_shape([None])
+                if c.name in fill:
+                    pass  # element-level fill happened at spool time (zeros); see feedspec
+                if c.name in fixed:
+                    out[c.name] = tf.reshape(values, [-1, fixed[c.name]])
+                else:
+                    r = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+                    out[c.name] = r if ragged else r.to_tensor(shape=[None, pad[c.name]])
+            else:
+                values.set_shape([None])
+                if c.name in fill:
+                    valid = tf.cond(tf.size(valid) > 0, lambda v=valid: v,
+                                    lambda: tf.ones([n], tf.bool))
+                    values = tf.where(valid, values, tf.constant(fill[c.name], dtype))
+                out[c.name] = values
+        return n, out
+
+    return parse
+
+
+def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=None, label=None,
+                  batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
+                  repeat: bool = False, fill: Mapping[str, object] | None = None,
+                  ragged: bool = False, list_lengths: Mapping[str, Sequence[int]] | None = None,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """A batched dataset of ``(features_dict, label)`` (or ``features_dict`` without a label).
+
+    ``list_lengths[name] = (min, max)`` over the whole dataset decides how list columns come out:
+    equal lengths give a dense ``[batch, k]`` tensor; otherwise padded with zeros to the longest
+    list, or a ``tf.RaggedTensor`` when ``ragged=True``.
+    """
+    fill = dict(fill or {})
+    names = [c.name for c in columns]
+    if features is None:
+        features = [n for n in names if n != label]
+    wanted = list(features) + ([label] if label else [])
+    list_lengths = list_lengths or {}
+    fixed, pad = {}, {}
+    for c in columns:
+        if c.kind == "list" and c.name in wanted:
+            lo, hi = list_lengths.get(c.name, (None, None))
+            if lo is not None and lo == hi:
+                fixed[c.name] = int(hi)
+            else:
+                pad[c.name] = int(hi or 0)
+    use_ragged = ragged and any(c.kind == "list" and c.name not in fixed and c.name in wanted
+                                for c in columns)
+
+    paths = chunk_paths(directory, chunks)
+    if shuffle:
+        paths = paths.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        paths = paths.repeat()
+    parse = _parse_chunk(columns, wanted, fixed, pad, ragged, fill)
+    ds = paths.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+
+    def permute(n, cols):
+        order = tf.random.shuffle(tf.range(n), seed=seed)
+        return n, {k: tf.gather(v, order) for k, v in cols.items()}
+
+    if shuffle:
+        ds = ds.map(permute, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    ds = ds.map(lambda n, cols: cols)
+    if use_ragged:
+        ds = ds.unbatch().ragged_batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    if label:
+        ds = ds.map(lambda cols: ({k: cols[k] for k in features}, cols[label]))
+    else:
+        ds = ds.map(lambda cols: {k: cols[k] for k in features})
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,109 @@
+"""The embedded ZooKeeper server and client connections.
+
+Without ``--zk`` elearn starts a real ZooKeeper from the jar that pyspark ships, on a free loopback
+port, and stops it at exit. Four-letter words are off in that build, so liveness is checked by
+connecting a kazoo client, not with ``ruok``.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import subprocess
+import time
+
+from kazoo.client import KazooClient
+from kazoo.handlers.threading import KazooTimeoutError
+
+from elearn.errors import ClusterError
+from elearn.procs import free_port, popen_child, stop_process
+
+log = logging.getLogger(__name__)
+
+
+def pyspark_jars() -> str:
+    import pyspark
+
+    return os.path.join(os.path.dirname(pyspark.__file__), "jars")
+
+
+def connect(hosts: str, timeout: float = 10.0, auth_data=None) -> KazooClient:
+    """A started kazoo client, or a ClusterError naming the address when nobody answers in time."""
+    client = KazooClient(hosts=hosts, timeout=timeout, auth_data=auth_data,
+                         connection_retry={"max_tries": -1, "delay": 0.2, "max_delay": 2})
+    try:
+        client.start(timeout=timeout)
+    except (KazooTimeoutError, Exception) as exc:  # kazoo raises a bare timeout here
+        try:
+            client.stop()
+            client.close()
+        except Exception:
+            pass
+        raise ClusterError(
+            f"cannot reach ZooKeeper at {hosts!r} within {timeout:.0f}s ({exc.__class__.__name__}). "
+            "Check --zk (host:port[,host:port][/chroot]) and that the ensemble is up, "
+            "or drop --zk to use an embedded ZooKeeper."
+        ) from None
+    return client
+
+
+class EmbeddedZooKeeper:
+    """A single ZooKeeper server in a child JVM; ``with`` it or call ``stop()``."""
+
+    def __init__(self, data_dir: str, port: int | None = None, start_timeout: float = 60.0):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+        self.log_path = os.path.join(data_dir, "zookeeper.log")
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "EmbeddedZooKeeper":
+        java = shutil.which("java") or (os.path.join(os.environ["JAVA_HOME"], "bin", "java")
+                                        if os.environ.get("JAVA_HOME") else None)
+        if not java:
+            raise ClusterError("java not found: the embedded ZooKeeper needs Java 17 on PATH "
+                               "(or JAVA_HOME), or pass --zk HOST:PORT of a running ensemble")
+        jars = pyspark_jars()
+        if not glob.glob(os.path.join(jars, "zookeeper-*.jar")):
+            raise ClusterError(f"no zookeeper jar under {jars}; pass --zk HOST:PORT instead")
+        os.makedirs(os.path.join(self.data_dir, "data"), exist_ok=True)
+        cmd = [java, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+               "-Dzookeeper.admin.enableServer=false", "-Dzookeeper.4lw.commands.whitelist=",
+               "-Dlog4j2.level=WARN",
+               "-cp", os.path.join(jars, "*"),
+               "org.apache.zookeeper.server.ZooKeeperServerMain",
+               str(self.port), os.path.join(self.data_dir, "data")]
+        logf = open(self.log_path, "ab")
+        self.proc = popen_child(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ClusterError(f"embedded ZooKeeper exited with {self.proc.returncode}; "
+                                   f"see {self.log_path}")
+            try:
+                connect(self.hosts, timeout=2).stop()
+                break
+            except ClusterError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ClusterError(f"embedded ZooKeeper did not answer on {self.hosts} within "
+                                       f"{self.start_timeout:.0f}s; see {self.log_path}")
+        log.info("embedded ZooKeeper up at %s", self.hosts)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace=5.0)
+            self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
