@@ -20,6 +20,8 @@ from elearn.errors import ClusterError
 from elearn.procs import free_port, popen_child, stop_process
 
 log = logging.getLogger(__name__)
+# kazoo logs every refused connection while a server starts; our errors say what matters.
+logging.getLogger("kazoo").setLevel(logging.ERROR)
 
 
 def pyspark_jars() -> str:

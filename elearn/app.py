@@ -1,0 +1,142 @@
+"""One application's resources: its directories, ZooKeeper, registry, Spark session and events.
+
+``Application`` is a context manager; leaving it tears everything down in the order that keeps
+logs quiet and leaves nothing running: mark the application final in ZooKeeper (daemons stop their
+TF processes), wait for the Spark jobs to end, remove the znodes, stop Spark, stop ZooKeeper.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+
+from elearn.config import SubmitOptions, elearn_home
+from elearn.errors import UserCodeError
+from elearn.registry import AppRegistry
+from elearn.zookeeper import EmbeddedZooKeeper, connect
+
+log = logging.getLogger(__name__)
+
+
+class Console:
+    """Timestamped progress lines for the user (stderr), also kept in the events file."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(time.strftime("[elearn %H:%M:%S] ") + msg, flush=True)
+
+
+class Application:
+    def __init__(self, opts: SubmitOptions, console: Console | None = None):
+        self.opts = opts
+        self.id = opts.app_id()
+        self.console = console or Console(opts.quiet)
+        root = os.path.abspath(opts.work_dir) if opts.work_dir else os.path.join(elearn_home(), "apps")
+        self.dir = os.path.join(root, self.id)
+        self.checkpoint_dir = os.path.abspath(opts.checkpoint_dir or os.path.join(self.dir, "checkpoints"))
+        self.model_dir = os.path.abspath(opts.model_dir or os.path.join(self.dir, "model"))
+        self.log_dir = os.path.join(self.dir, "tensorboard")
+        self.node_dir = os.path.join(self.dir, "nodes")
+        self.zk: EmbeddedZooKeeper | None = None
+        self.zk_hosts: str | None = None
+        self.client = None
+        self.registry: AppRegistry | None = None
+        self.spark = None
+        self.master = "local"
+        self.threads: list[threading.Thread] = []
+        self.timings: dict[str, float] = {}
+        self._t0 = time.time()
+        self._final_state = "failed"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> "Application":
+        os.makedirs(self.dir, exist_ok=True)
+        return self
+
+    def start_zookeeper(self) -> None:
+        if self.opts.zk:
+            self.zk_hosts = self.opts.zk
+            self.client = connect(self.zk_hosts, timeout=15)
+            self.console.say(f"ZooKeeper: external ensemble {self.zk_hosts}")
+        else:
+            self.zk = EmbeddedZooKeeper(os.path.join(self.dir, "zookeeper")).start()
+            self.zk_hosts = self.zk.hosts
+            self.client = connect(self.zk_hosts, timeout=15)
+            self.console.say(f"ZooKeeper: embedded server at {self.zk_hosts}")
+        self.registry = AppRegistry(self.client, self.id)
+        self.registry.create()
+
+    def node_spec(self, loopback: bool) -> dict:
+        """What every daemon needs to know, shipped to the Spark tasks."""
+        node_dir = self.node_dir if loopback else os.path.join("elearn", self.id)
+        return {"zk": self.zk_hosts, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
+                "register_timeout": self.opts.register_timeout, "max_restarts": self.opts.max_restarts,
+                "tf_log": self.opts.tf_log}
+
+    @property
+    def single_host(self) -> bool:
+        return self.master.startswith("local") and not self.master.startswith("local-cluster")
+
+    def run_user(self, what: str, fn, *args):
+        """Call the user's code; its exception becomes a UserCodeError that keeps the traceback."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise UserCodeError(f"{what} raised {exc.__class__.__name__}: {exc}") from exc
+
+    def mark(self, phase: str) -> None:
+        self.timings[phase] = round(time.time() - self._t0, 3)
+
+    def event(self, kind: str, **fields) -> None:
+        with open(os.path.join(self.dir, "events.jsonl"), "a") as f:
+            f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
+
+    def succeeded(self) -> None:
+        self._final_state = "done"
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self, join_timeout: float = 30.0) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        if self.registry is not None:
+            try:
+                self.registry.set_state(self._final_state)
+            except Exception:
+                log.warning("could not mark the application %s in ZooKeeper", self._final_state)
+        deadline = time.monotonic() + join_timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self.spark is not None and any(t.is_alive() for t in self.threads):
+            self.spark.sparkContext.cancelAllJobs()
+            for t in self.threads:
+                t.join(10)
+        if self.registry is not None:
+            try:
+                self.registry.delete()
+            except Exception:
+                log.warning("could not remove the znodes of %s", self.id)
+        if self.client is not None:
+            try:
+                self.client.stop()
+                self.client.close()
+            except Exception:
+                pass
+        if self.spark is not None:
+            try:
+                self.spark.stop()
+            except Exception:
+                pass
+            self.spark = None
+        if self.zk is not None:
+            self.zk.stop()
+        spool = os.path.join(self.node_dir, "spool")
+        shutil.rmtree(spool, ignore_errors=True)

@@ -1,0 +1,143 @@
+"""``TrainContext``: everything the cluster decided, handed to the user's ``train(ctx)``."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from elearn.errors import FeedError
+from elearn.feed import FeedInfo
+
+
+@dataclass
+class TrainContext:
+    """What ``train(ctx)`` gets.
+
+    Attributes:
+        strategy: the ``tf.distribute`` strategy to build the model under (``ctx.strategy.scope()``).
+        mode: ``"ps"`` (ParameterServerStrategy, ``train`` runs on the driver as coordinator) or
+            ``"allreduce"`` (MultiWorkerMirroredStrategy, ``train`` runs in every worker).
+        task_type, task_index, is_chief: this process's place in the cluster.
+        num_workers, num_ps: the cluster's size.
+        checkpoint_dir, model_dir, log_dir: where checkpoints, the exported model and TensorBoard
+            logs go (shared by all restarts of the application).
+        args: the job's ``--arg`` values.
+        coordinator: PS mode's ``ClusterCoordinator`` (None in allreduce mode).
+        keras: the Keras module that trains in this mode (``tf_keras`` in PS mode).
+    """
+
+    strategy: Any
+    mode: str
+    task_type: str
+    task_index: int
+    num_workers: int
+    num_ps: int
+    checkpoint_dir: str
+    model_dir: str
+    log_dir: str
+    args: dict
+    coordinator: Any = None
+    keras: Any = None
+    feeds: dict = field(default_factory=dict)       # name -> FeedInfo
+    fill: dict = field(default_factory=dict)         # job-level null fills
+    local_worker: int | None = None                  # allreduce: this worker's own spool index
+
+    @property
+    def is_chief(self) -> bool:
+        return self.task_type == "chief" or (self.mode == "allreduce" and self.task_index == 0)
+
+    # -- data ---------------------------------------------------------------------------------
+    def _feed(self, name: str) -> FeedInfo:
+        if not self.feeds:
+            raise FeedError("nothing was fed: pre_train returned None, so train must read its own "
+                            "data (for example tf.data.TFRecordDataset over files on shared storage)")
+        if name not in self.feeds:
+            raise FeedError(f"no dataset named {name!r} was fed; fed: {', '.join(sorted(self.feeds))}")
+        return self.feeds[name]
+
+    def rows(self, name: str = "train") -> int:
+        """Rows fed in total (all workers) for dataset ``name``."""
+        return self._feed(name).total_rows
+
+    def steps_per_epoch(self, batch_size: int, name: str = "train") -> int:
+        """Steps that cover dataset ``name`` once with ``batch_size`` rows per step per worker.
+
+        PS mode: every step is one batch on one worker, so the sum of each worker's batch count.
+        Allreduce mode: all workers step together, so the largest worker's batch count.
+        """
+        per_worker = [math.ceil(r / batch_size) for r in self._feed(name).rows]
+        return max(1, sum(per_worker) if self.mode == "ps" else max(per_worker))
+
+    def dataset_fn(self, name: str = "train", *, label: str | None = None, features=None,
+                   batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
+                   fill: dict | None = None, ragged: bool = False, repeat: bool | None = None,
+                   drop_remainder: bool = False):
+        """A function ``fn(input_context=None) -> tf.data.Dataset`` reading this worker's spool.
+
+        Elements are ``(dict of feature tensors, label)`` (or the dict alone without ``label``),
+        ``batch_size`` rows each. ``fill={"col": value}`` replaces nulls; without it a column with
+        nulls is an error. In PS mode the dataset repeats (``repeat=None``), as
+        ``ClusterCoordinator`` needs; pass ``repeat=False`` for one pass. For custom loops in PS mode::
+
+            it = iter(ctx.coordinator.create_per_worker_dataset(ctx.dataset_fn(label="y")))
+        """
+        import tensorflow as tf
+
+        from elearn.runtime.reader import spool_dataset
+
+        info = self._feed(name)
+        fills = {**self.fill, **(fill or {})}
+        names = [c.name for c in info.columns]
+        if label is not None and label not in names:
+            raise FeedError(f"label {label!r} is not a column of {name!r}; columns: {', '.join(names)}")
+        wanted = list(features) if features is not None else [n for n in names if n != label]
+        missing = [f for f in wanted if f not in names]
+        if missing:
+            raise FeedError(f"features {missing} are not columns of {name!r}; columns: {', '.join(names)}")
+        used = set(wanted) | ({label} if label else set())
+        kinds = {c.name: c.kind for c in info.columns}
+        nulls = {c: n for c, n in info.nulls.items() if n and c in used and c not in fills}
+        list_fills = [c for c in fills if c in used and kinds.get(c) == "list" and info.nulls.get(c)]
+        if list_fills:
+            raise FeedError(f"fill is not supported for array columns {list_fills}; clean them in "
+                            "pre_train, e.g. F.coalesce(col, F.array()) or F.transform(...)")
+        if nulls:
+            detail = ", ".join(f"{c} ({n} nulls)" for c, n in sorted(nulls.items()))
+            raise FeedError(f"dataset {name!r} has nulls in {detail}. Fill them with "
+                            f"ctx.dataset(..., fill={{'{next(iter(sorted(nulls)))}': 0}}) or "
+                            "--fill COL=VALUE, or drop them in pre_train (df.na.drop / df.na.fill).")
+        if repeat is None:
+            repeat = self.mode == "ps"
+        kwargs = dict(features=wanted, label=label, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                      repeat=repeat, fill={c: v for c, v in fills.items() if c in used}, ragged=ragged,
+                      list_lengths=info.list_lengths, drop_remainder=drop_remainder)
+        columns = info.columns
+        if self.mode == "ps":
+            dirs, chunks = list(info.dirs), list(info.chunks)
+
+            def fn(input_context=None):
+                idx = tf.distribute.coordinator.experimental_get_current_worker_index()
+                return spool_dataset(tf.gather(tf.constant(dirs), idx),
+                                     tf.gather(tf.constant(chunks, tf.int64), idx), columns, **kwargs)
+        else:
+            me = self.local_worker if self.local_worker is not None else self.task_index
+            directory, n = info.dirs[me], info.chunks[me]
+
+            def fn(input_context=None):
+                ds = spool_dataset(directory, n, columns, **kwargs)
+                options = tf.data.Options()
+                # Each worker already holds its own partition: sharding again would drop rows.
+                options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+                return ds.with_options(options)
+        return fn
+
+    def dataset(self, name: str = "train", **kwargs):
+        """What ``ctx.keras`` ``Model.fit`` accepts in this mode; arguments as :meth:`dataset_fn`.
+
+        PS mode: a ``DatasetCreator`` (pass ``steps_per_epoch=ctx.steps_per_epoch(batch_size)``).
+        Allreduce mode: a ``tf.data.Dataset`` of this worker's rows.
+        """
+        fn = self.dataset_fn(name, **kwargs)
+        if self.mode == "ps":
+            return self.keras.utils.experimental.DatasetCreator(fn)
+        return fn()

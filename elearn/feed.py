@@ -1,0 +1,117 @@
+"""The driver's side of the feed: check the DataFrames, and plan the one Spark job that spools them.
+
+All named DataFrames go through a single ``repartition(workers).mapInArrow`` so that each worker
+task receives its share of every dataset on the host where its TF process will run. Several frames
+are wrapped in one struct column each and unioned; one frame travels as is. Nothing is collected
+to the driver: the plan is lazy until the worker job runs on the executors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from elearn.errors import FeedError
+from elearn.runtime.feedspec import FeedColumn, plan_columns
+
+TAG = "_elearn_ds"
+
+
+def normalize_frames(result) -> dict:
+    """What ``pre_train`` returned, as ``{name: DataFrame}`` (empty for no feed)."""
+    from pyspark.sql import DataFrame
+
+    if result is None:
+        return {}
+    if isinstance(result, DataFrame):
+        return {"train": result}
+    if isinstance(result, dict) and result and all(isinstance(v, DataFrame) for v in result.values()):
+        bad = [k for k in result if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise FeedError(f"pre_train returned a dict with names {bad!r}; use simple string names "
+                            "such as 'train' and 'validation'")
+        return dict(result)
+    kind = type(result).__name__
+    if isinstance(result, dict):
+        kinds = sorted({type(v).__name__ for v in result.values()}) or ["nothing"]
+        kind = f"dict of {', '.join(kinds)}"
+    raise FeedError(f"pre_train must return a Spark DataFrame, a dict of named DataFrames, or None; "
+                    f"it returned {kind}. Build the features with Spark and return the DataFrame "
+                    "(convert pandas with spark.createDataFrame).")
+
+
+@dataclass
+class FeedPlan:
+    """Picklable: shipped to the worker tasks."""
+
+    names: list
+    columns: dict                      # name -> [FeedColumn dict]
+    single: bool = True
+
+    def feed_columns(self, name) -> list:
+        return [FeedColumn.from_dict(c) for c in self.columns[name]]
+
+
+def plan_feed(frames: dict, workers: int):
+    """``(frame, plan)``: the DataFrame whose ``mapInArrow`` tasks spool, and what they spool."""
+    from pyspark.sql import functions as F
+
+    if not frames:
+        return None, FeedPlan([], {})
+    names = sorted(frames, key=lambda n: (n != "train", n))
+    columns, selected = {}, {}
+    errors = []
+    for name in names:
+        try:
+            cols, exprs = plan_columns(frames[name])
+        except FeedError as exc:
+            errors.append(f"[{name}] {exc}")
+            continue
+        columns[name] = [c.to_dict() for c in cols]
+        selected[name] = frames[name].select(*exprs)
+    if errors:
+        raise FeedError("\n".join(errors))
+    if len(names) == 1:
+        frame = selected[names[0]]
+        return frame.repartition(workers), FeedPlan(names, columns, single=True)
+    parts = []
+    for k, name in enumerate(names):
+        df = selected[name]
+        parts.append(df.select(F.lit(k).cast("tinyint").alias(TAG),
+                               F.struct(*[F.col(f"`{c}`") for c in df.columns]).alias(f"_elearn_{k}")))
+    frame = parts[0]
+    for part in parts[1:]:
+        frame = frame.unionByName(part, allowMissingColumns=True)
+    return frame.repartition(workers), FeedPlan(names, columns, single=False)
+
+
+@dataclass
+class FeedInfo:
+    """One dataset as spooled across the workers: what ``TrainContext.dataset`` builds readers from."""
+
+    name: str
+    columns: list
+    dirs: list = field(default_factory=list)        # per worker index
+    chunks: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    nulls: dict = field(default_factory=dict)       # column -> total nulls
+    list_lengths: dict = field(default_factory=dict)  # column -> (min, max)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows)
+
+    @staticmethod
+    def gather(name: str, plan: FeedPlan, metas: list) -> "FeedInfo":
+        """Merge the per-worker spool metadata (index order) of dataset ``name``."""
+        info = FeedInfo(name, plan.feed_columns(name))
+        for meta in metas:
+            info.dirs.append(meta["dir"])
+            info.chunks.append(meta["chunks"])
+            info.rows.append(meta["rows"])
+            for col, n in meta["nulls"].items():
+                info.nulls[col] = info.nulls.get(col, 0) + n
+            for col, (lo, hi) in meta["list_lengths"].items():
+                if lo is None:
+                    continue
+                old = info.list_lengths.get(col)
+                info.list_lengths[col] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        return info

@@ -1,0 +1,106 @@
+"""The one class users subclass, and how a job file is turned into it."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import os
+import sys
+import uuid
+
+from elearn.errors import JobError
+
+
+class SparkTFJob:
+    """A TensorFlow training job whose features come from Spark.
+
+    Subclass it and implement ``train``; ``pre_train`` and ``shutdown`` are optional::
+
+        class MyJob(SparkTFJob):
+            def pre_train(self, spark):
+                return spark.read.parquet(self.args["data"])   # a DataFrame, a dict of them, or None
+            def train(self, ctx):
+                model = ...  # build under ctx.strategy.scope()
+                model.fit(ctx.dataset(label="y"), epochs=2, steps_per_epoch=ctx.steps_per_epoch(32))
+                return model                                     # exported to ctx.model_dir
+            def shutdown(self):
+                ...                                              # always called once at the end
+
+    ``self.args`` holds the job's own arguments (``--arg KEY=VALUE``), in all three methods.
+    """
+
+    def __init__(self, args: dict | None = None):
+        self.args = dict(args or {})
+
+    def pre_train(self, spark):
+        """Runs on the driver: build the feature DataFrame(s) with Spark. Return ``None`` for no feed."""
+        return None
+
+    def train(self, ctx):
+        """The TensorFlow program. ``ctx`` is a :class:`elearn.TrainContext`."""
+        raise NotImplementedError(f"{type(self).__name__}.train(ctx) is not implemented")
+
+    def shutdown(self):
+        """Release what the job opened. Called exactly once, after success or failure."""
+
+    def variable_partitioner(self, num_ps: int):
+        """PS mode: how variables are sharded across parameter servers.
+
+        The default splits any variable of 256 KiB or more across up to ``num_ps`` shards, so
+        embedding tables spread over the PS tasks while small weights stay whole. Return ``None``
+        to keep every variable on one PS.
+        """
+        import tensorflow as tf
+
+        return tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=256 << 10, max_shards=max(1, num_ps))
+
+
+def parse_job_args(pairs) -> dict:
+    """``["lr=0.1", "name=x"]`` -> ``{"lr": 0.1, "name": "x"}``; values are Python literals if they parse."""
+    if pairs is None:
+        return {}
+    if isinstance(pairs, dict):
+        return dict(pairs)
+    if isinstance(pairs, str):
+        pairs = [pairs]
+    out = {}
+    for item in pairs:
+        if "=" not in str(item):
+            raise JobError(f"--arg {item!r} is not KEY=VALUE")
+        key, value = str(item).split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value
+    return out
+
+
+def load_job_class(path: str, class_name: str | None = None) -> type:
+    """The ``SparkTFJob`` subclass defined in the job file ``path``."""
+    if not os.path.isfile(path):
+        raise JobError(f"job file not found: {path}")
+    module_name = f"elearn_job_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise JobError(f"importing {path} failed: {exc.__class__.__name__}: {exc}") from exc
+    found = {name: obj for name, obj in vars(module).items()
+             if inspect.isclass(obj) and issubclass(obj, SparkTFJob) and obj is not SparkTFJob
+             and obj.__module__ == module_name}
+    if class_name:
+        if class_name not in found:
+            raise JobError(f"{path} has no SparkTFJob subclass named {class_name!r}"
+                           + (f"; it defines {', '.join(sorted(found))}" if found else ""))
+        return found[class_name]
+    if not found:
+        raise JobError(f"{path} defines no subclass of elearn.SparkTFJob; "
+                       "write `class MyJob(SparkTFJob): def train(self, ctx): ...`")
+    if len(found) > 1:
+        raise JobError(f"{path} defines several SparkTFJob subclasses ({', '.join(sorted(found))}); "
+                       "choose one with --job-class NAME")
+    return next(iter(found.values()))

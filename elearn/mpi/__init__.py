@@ -1,0 +1,1 @@
+"""Allreduce mode ("MPI architecture"): one barrier stage, MultiWorkerMirroredStrategy in every worker."""

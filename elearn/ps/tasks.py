@@ -1,0 +1,40 @@
+"""The Spark task bodies of PS mode (run on executors)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow as pa
+
+from elearn.runtime.daemon import NodeDaemon
+from elearn.runtime.partition import spool_partition
+
+STATS_SCHEMA = "stats string"
+
+
+def ps_task(app: dict, index: int) -> dict:
+    return NodeDaemon(app, "ps", index).run()
+
+
+def worker_task(app: dict, plan, index: int, batches) -> dict:
+    daemon = NodeDaemon(app, "worker", index)
+    daemon.connect()
+    daemon.announce("spooling")
+    metas = {}
+    try:
+        metas = spool_partition(batches, plan, app["node_dir"], index) if plan.names else {}
+        daemon.extra = {"spool": metas, "rows": sum(m["rows"] for m in metas.values())}
+        return daemon.run()
+    finally:
+        for meta in metas.values():  # the spool lives as long as the node, also on failure
+            shutil.rmtree(meta["dir"], ignore_errors=True)
+
+
+def worker_arrow_task(app: dict, plan):
+    """The ``mapInArrow`` function of the worker job."""
+    def run(batches):
+        from pyspark import TaskContext
+
+        stats = worker_task(app, plan, TaskContext.get().partitionId(), batches)
+        yield pa.RecordBatch.from_pydict({"stats": [json.dumps(stats)]})
+    return run

@@ -1,0 +1,37 @@
+"""The TensorFlow server process of one PS-mode node (``python -m elearn.runtime.node``).
+
+Started by the node's daemon with the cluster spec in ``ELEARN_NODE`` (JSON). It lives until its
+daemon stops it; if the daemon disappears, stdin reaches EOF (and PDEATHSIG fires) and it exits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+
+def _exit_when_parent_goes() -> None:
+    try:
+        while sys.stdin.buffer.read(1 << 16):
+            pass
+    finally:
+        os._exit(0)
+
+
+def main() -> None:
+    cfg = json.loads(os.environ["ELEARN_NODE"])
+    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
+    # Workers and PS fail fast on lost peers so the coordinator, not they, decides what to retry.
+    os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+    import tensorflow as tf
+
+    server = tf.distribute.Server(
+        tf.train.ClusterSpec(cfg["cluster"]), job_name=cfg["role"], task_index=cfg["index"],
+        protocol="grpc", start=True)
+    print(f"elearn node {cfg['role']}:{cfg['index']} serving at {server.target}", flush=True)
+    server.join()
+
+
+if __name__ == "__main__":
+    main()

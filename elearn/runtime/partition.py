@@ -1,0 +1,36 @@
+"""A worker task's side of the feed: route its Arrow batches into one spool per dataset."""
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from elearn.feed import TAG, FeedPlan
+from elearn.runtime.spool import SpoolWriter
+
+
+def spool_dir(node_dir: str, name: str, index: int) -> str:
+    return os.path.join(node_dir, "spool", name, str(index))
+
+
+def spool_partition(batches, plan: FeedPlan, node_dir: str, index: int) -> dict:
+    """Stream ``batches`` to disk; returns ``{name: spool meta}`` with each spool's directory."""
+    writers = {name: SpoolWriter(spool_dir(node_dir, name, index), plan.feed_columns(name))
+               for name in plan.names}
+    for batch in batches:
+        if plan.single:
+            writers[plan.names[0]].write(batch)
+            continue
+        tags = batch.column(TAG).to_numpy(zero_copy_only=False)
+        for k, name in enumerate(plan.names):
+            mask = tags == k
+            if not mask.any():
+                continue
+            part = batch.filter(pa.array(mask)).column(f"_elearn_{k}")
+            writers[name].write(pa.RecordBatch.from_struct_array(part))
+    metas = {}
+    for name, writer in writers.items():
+        meta = writer.close()
+        meta["dir"] = writer.directory
+        metas[name] = meta
+    return metas

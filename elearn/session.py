@@ -1,0 +1,78 @@
+"""The SparkSession elearn runs on, and how many tasks it can run at once."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+from elearn.errors import ClusterError
+
+log = logging.getLogger(__name__)
+
+_LOCAL = re.compile(r"local(?:\[(\*|\d+)(?:\s*,\s*(\d+))?\])?$")
+_LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
+
+
+def default_master(nodes: int) -> str:
+    # local[K] runs K tasks at once whatever the core count; every node is one long task.
+    return f"local[{max(nodes, 1)}]"
+
+
+def is_single_host(master: str) -> bool:
+    return master.startswith("local")
+
+
+def concurrent_slots(master: str) -> int | None:
+    """Tasks the master runs at once, when the master string says; None for real clusters."""
+    m = _LOCAL.match(master)
+    if m:
+        k = m.group(1)
+        return os.cpu_count() if k in (None, "*") else int(k)
+    m = _LOCAL_CLUSTER.match(master)
+    if m:
+        return int(m.group(1)) * int(m.group(2))
+    return None
+
+
+def check_slots(master: str, ps: int, workers: int, conf: dict) -> None:
+    """Fail before any Spark job when the master cannot run every node at once."""
+    slots = concurrent_slots(master)
+    if slots is None:
+        return
+    cpus = int(conf.get("spark.task.cpus", 1))
+    slots //= max(cpus, 1)
+    need = ps + workers
+    if need > slots:
+        parts = f"{ps} ps + {workers} workers" if ps else f"{workers} workers"
+        raise ClusterError(
+            f"too few Spark slots: the cluster needs {need} concurrent tasks ({parts}), but "
+            f"--master {master} runs {slots} at once. Use --master local[{need}] (or more), "
+            f"or ask for fewer nodes.")
+
+
+def build_session(app_name: str, master: str, conf: dict, quiet: bool = True):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name).master(master)
+    settings = {
+        "spark.ui.showConsoleProgress": "false",
+        "spark.log.structuredLogging.enabled": "false",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+        # Executors run the driver's interpreter unless an environment is shipped (--archives).
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+    if quiet:
+        log4j = os.path.join(os.path.dirname(__file__), "resources", "log4j2.properties")
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
+        settings["spark.executor.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    settings.update(conf)
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    if quiet:
+        spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,143 @@
+"""``submit``: run a job from Python (a notebook, a script); ``pl_submit`` is a thin layer over it."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from elearn.app import Application, Console
+from elearn.config import SubmitOptions
+from elearn.errors import ElearnError, JobError, UserCodeError
+from elearn.feed import normalize_frames, plan_feed
+from elearn.job import SparkTFJob, load_job_class, parse_job_args
+from elearn.session import build_session, check_slots, default_master
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmitResult:
+    """What ``submit`` returns: ``status`` is ``"succeeded"`` or ``"failed"``."""
+
+    status: str
+    app_id: str
+    app_dir: str
+    mode: str
+    model_dir: str | None = None
+    checkpoint_dir: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    timings: dict = field(default_factory=dict)
+    rows: dict = field(default_factory=dict)
+    nodes: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+def _resolve_job(job, opts: SubmitOptions) -> SparkTFJob:
+    if isinstance(job, (str, os.PathLike)):
+        job = load_job_class(os.fspath(job), opts.job_class)
+    if isinstance(job, type):
+        if not issubclass(job, SparkTFJob):
+            raise JobError(f"{job.__name__} is not a subclass of elearn.SparkTFJob")
+        job = job(opts.args)
+    elif isinstance(job, SparkTFJob):
+        job.args = {**job.args, **opts.args}
+    else:
+        raise JobError(f"submit() takes a job file, a SparkTFJob subclass or instance; got {type(job).__name__}")
+    return job
+
+
+def submit(job, **options) -> SubmitResult:
+    """Run ``job`` (a job file path, a ``SparkTFJob`` subclass, or an instance) to completion.
+
+    Options are those of ``pl_submit`` in Python form, for example::
+
+        result = elearn.submit(MyJob, ps=1, workers=2, args={"epochs": 3})
+        print(result.status, result.model_dir)
+
+    Failures in the user's code or the cluster come back as ``status="failed"`` with ``error``
+    and ``traceback``; invalid options and job files raise ``ElearnError`` at once.
+    """
+    if "args" in options:
+        options["args"] = parse_job_args(options["args"])
+    opts = SubmitOptions.from_kwargs(**options)
+    opts.validate()
+    if not opts.tf_log:
+        # TensorFlow's C++ logging is read once, at import: set it before anything imports TF.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    job = _resolve_job(job, opts)
+    console = Console(opts.quiet)
+    app = Application(opts, console)
+    result = SubmitResult("failed", app.id, app.dir, opts.mode, checkpoint_dir=app.checkpoint_dir)
+    shutdown_done = False
+    try:
+        with app:
+            console.say(f"application {app.id} ({opts.mode} mode: {opts.ps} ps, {opts.workers} workers); "
+                        f"logs and state in {app.dir}")
+            master = opts.master or default_master(opts.ps + opts.workers)
+            app.master = master
+            check_slots(master, opts.ps, opts.workers, opts.conf)
+            app.start_zookeeper()
+            app.mark("zookeeper")
+            app.spark = build_session(app.id, master, opts.conf, quiet=not opts.tf_log)
+            console.say(f"Spark {app.spark.version} on {master}")
+            app.mark("spark")
+            frames = normalize_frames(app.run_user("pre_train", job.pre_train, app.spark))
+            frame, plan = plan_feed(frames, opts.workers)
+            if frames:
+                console.say("feeding " + ", ".join(f"{n}: {len(plan.columns[n])} columns" for n in plan.names))
+            app.mark("pre_train")
+            if opts.mode == "ps":
+                from elearn.ps.launcher import node_stats, run_ps
+
+                out = run_ps(app, job, frame, plan)
+            else:
+                from elearn.mpi.launcher import node_stats, run_allreduce
+
+                out = run_allreduce(app, job, frame, plan)
+            result.model_dir = out.get("model_dir")
+            result.rows = out.get("rows", {})
+            app.succeeded()
+            result.status = "succeeded"
+            app.close()
+            result.nodes = node_stats(app)
+            app.mark("teardown")
+    except UserCodeError as exc:
+        result.error = str(exc)
+        result.traceback = "".join(traceback.format_exception(exc.__cause__ or exc))
+    except ElearnError as exc:
+        if result.status != "succeeded":
+            result.error = str(exc)
+            result.traceback = "".join(traceback.format_exception(exc))
+    except Exception as exc:  # a bug of ours or a library's: still report, still tear down
+        if result.status != "succeeded":
+            result.error = f"{exc.__class__.__name__}: {exc}"
+            result.traceback = "".join(traceback.format_exception(exc))
+    except KeyboardInterrupt:
+        result.status = "failed"
+        result.error = "interrupted"
+        raise
+    finally:
+        result.timings = dict(app.timings)
+        if not shutdown_done:
+            shutdown_done = True
+            try:
+                job.shutdown()
+            except Exception as exc:
+                console.say(f"shutdown() raised {exc.__class__.__name__}: {exc}")
+                if result.ok:
+                    result.status, result.error = "failed", f"shutdown raised {exc!r}"
+    if result.ok:
+        console.say(f"succeeded in {result.timings.get('teardown', 0):.1f}s; "
+                    f"model: {result.model_dir or '(train returned nothing)'}")
+    else:
+        console.say(f"failed: {result.error}")
+    return result

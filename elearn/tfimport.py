@@ -1,0 +1,37 @@
+"""Importing TensorFlow without its C++ start-up chatter on the user's console."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+@contextlib.contextmanager
+def stderr_to(path: str | None):
+    """Point file descriptor 2 at ``path`` (None: leave it) for the duration of the block."""
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
+
+
+def import_tensorflow(log_path: str | None = None):
+    """``import tensorflow`` with absl's pre-initialisation lines sent to ``log_path``."""
+    if "tensorflow" in sys.modules or os.environ.get("ELEARN_TF_LOG") == "1":
+        import tensorflow as tf
+
+        return tf
+    with stderr_to(log_path):
+        import tensorflow as tf
+        import tf_keras  # noqa: F401  (same chatter, same place)
+    return tf

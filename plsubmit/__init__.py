@@ -1,0 +1,1 @@
+"""``pl_submit``: the command line of elearn."""

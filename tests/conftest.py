@@ -1,0 +1,131 @@
+"""Shared test helpers: run pl_submit for real and prove nothing it started is left running.
+
+Every process elearn starts (ZooKeeper and Spark JVMs, Spark's Python workers, daemons, TF servers)
+inherits the environment of ``pl_submit``; a unique ``ELEARN_TEST_TAG`` in it lets a test find all
+of them in /proc afterwards, whatever their parentage.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JOBS = os.path.join(ROOT, "tests", "jobs")
+PL_SUBMIT = [sys.executable, "-m", "plsubmit.cli"]
+
+
+def tagged_pids(tag: str) -> list[int]:
+    found = []
+    needle = f"ELEARN_TEST_TAG={tag}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def describe(pids) -> str:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            out.append(f"{pid}: {cmd[:200]}")
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
+def assert_no_orphans(tag: str, timeout: float = 30.0) -> None:
+    """Every process carrying ``tag`` is gone within ``timeout`` (polled, not slept)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in tagged_pids(tag) if _not_zombie(p)]
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            text = describe(alive)
+            for pid in alive:  # don't let one failure poison the following tests
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            raise AssertionError(f"processes left running after pl_submit exited:\n{text}")
+        time.sleep(0.2)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Run:
+    def __init__(self, tag, proc, workdir):
+        self.tag, self.proc, self.workdir = tag, proc, workdir
+        self.stdout = self.stderr = ""
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def app_dirs(self):
+        root = os.path.join(self.workdir, "apps")
+        return [os.path.join(root, d) for d in os.listdir(root)] if os.path.isdir(root) else []
+
+
+def start_pl_submit(args, tmp_path, env=None) -> Run:
+    tag = uuid.uuid4().hex
+    full_env = {**os.environ, "ELEARN_TEST_TAG": tag, "ELEARN_HOME": str(tmp_path),
+                "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+                **(env or {})}
+    proc = subprocess.Popen(PL_SUBMIT + [str(a) for a in args], env=full_env, cwd=str(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    return Run(tag, proc, str(tmp_path))
+
+
+def finish(run: Run, timeout: float = 300) -> Run:
+    try:
+        run.stdout, run.stderr = run.proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        run.stdout, run.stderr = run.proc.communicate()
+        raise AssertionError(f"pl_submit did not finish within {timeout}s:\n{run.stdout}\n{run.stderr}")
+    return run
+
+
+@pytest.fixture
+def pl_submit(tmp_path):
+    """``pl_submit(*args, timeout=..., env=...)`` runs the CLI to completion and checks for orphans."""
+    runs = []
+
+    def go(*args, timeout=300, env=None, check_orphans=True):
+        run = finish(start_pl_submit(args, tmp_path, env), timeout)
+        runs.append(run)
+        if check_orphans:
+            assert_no_orphans(run.tag)
+        return run
+
+    yield go
+
+
+def job(name: str) -> str:
+    return os.path.join(JOBS, name)

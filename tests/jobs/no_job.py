@@ -1,0 +1,3 @@
+class NotAJob:
+    def train(self, ctx):
+        pass

@@ -1,0 +1,141 @@
+"""PS mode end to end: real Spark (local), real ZooKeeper, real TF server processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import assert_no_orphans, finish, job, start_pl_submit
+
+from elearn.procs import free_port
+from elearn.zookeeper import EmbeddedZooKeeper, connect
+
+TRUE_W = [2.0, -3.0, 0.5, 1.5]
+TOL = 0.05  # the label noise is 0.01; 4 epochs of Adam land well inside this
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def external_zk(tmp_path_factory):
+    with EmbeddedZooKeeper(str(tmp_path_factory.mktemp("zk"))) as zk:
+        yield zk.hosts
+
+
+def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, external_zk):
+    out, marker = tmp_path / "out.jsonl", tmp_path / "marker.jsonl"
+    run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 2, "--zk", external_zk,
+                    "--app-name", "fit-test", "--arg", f"out={out}", "--arg", f"marker={marker}")
+    assert run.returncode == 0, run.output
+    (result,) = lines(out)
+    assert result["rows"] == 20000 and result["mode"] == "ps"
+    assert result["num_ps"] == 1 and result["num_workers"] == 2 and result["is_chief"]
+    for got, want in zip(result["w"], TRUE_W):
+        assert abs(got - want) < TOL, result
+    assert abs(result["b"] - 1.0) < TOL
+    assert len(lines(marker)) == 1
+    assert "nodes registered 3/3" in run.output and "model exported to" in run.output
+    # The application's znodes are gone from the (still running) external ZooKeeper.
+    client = connect(external_zk)
+    try:
+        assert not client.exists("/elearn/fit-test")
+    finally:
+        client.stop()
+    # The exported model loads in plain TensorFlow and predicts.
+    (app_dir,) = run.app_dirs()
+    code = (
+        "import numpy as np, tensorflow as tf, sys\n"
+        f"m = tf.saved_model.load({os.path.join(app_dir, 'model')!r})\n"
+        "f = m.signatures['serving_default']\n"
+        "x = {f'x{i}': tf.constant([0.5, -0.5], tf.float32) for i in range(4)}\n"
+        "y = list(f(**x).values())[0].numpy().ravel()\n"
+        f"w = {TRUE_W!r}\n"
+        "want = [sum(wi * v for wi in w) + 1.0 for v in (0.5, -0.5)]\n"
+        "assert np.allclose(y, want, atol=0.1), (y, want)\n"
+        "print('PREDICTED', y)\n")
+    check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert "PREDICTED" in check.stdout, check.stderr[-2000:]
+
+
+def test_custom_training_loop_reaches_true_weights(pl_submit, tmp_path):
+    out, marker = tmp_path / "out.jsonl", tmp_path / "marker.jsonl"
+    run = pl_submit(job("linear_ctl.py"), "--ps", 1, "--workers", 2,
+                    "--arg", f"out={out}", "--arg", f"marker={marker}")
+    assert run.returncode == 0, run.output
+    (result,) = lines(out)
+    for got, want in zip(result["w"], TRUE_W):
+        assert abs(got - want) < TOL, result
+    assert abs(result["b"] - 1.0) < TOL
+    assert len(lines(marker)) == 1
+    (app_dir,) = run.app_dirs()
+    code = (f"import tensorflow as tf\nm = tf.saved_model.load({os.path.join(app_dir, 'model')!r})\n"
+            "print('Y', float(m(tf.constant([[1.0, 1.0, 1.0, 1.0]]))[0]))\n")
+    check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    y = float(check.stdout.split("Y")[1])
+    assert abs(y - (sum(TRUE_W) + 1.0)) < 0.1
+
+
+def test_train_raising_fails_with_traceback_and_cleans_up(pl_submit, tmp_path):
+    marker = tmp_path / "marker.jsonl"
+    run = pl_submit(job("raises.py"), "--ps", 1, "--workers", 1, "--arg", f"marker={marker}")
+    assert run.returncode != 0
+    assert "boom from train" in run.stderr
+    assert "Traceback" in run.stderr and "raises.py" in run.stderr
+    assert len(lines(marker)) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_everything_and_runs_shutdown_once(tmp_path, sig):
+    started, marker = tmp_path / "started.jsonl", tmp_path / "marker.jsonl"
+    run = start_pl_submit([job("waits.py"), "--ps", 1, "--workers", 1,
+                           "--arg", f"started={started}", "--arg", f"marker={marker}"], tmp_path)
+    deadline = time.monotonic() + 240
+    while not lines(started):
+        assert run.proc.poll() is None, run.proc.communicate()
+        assert time.monotonic() < deadline, "train never started"
+        time.sleep(0.2)
+    os.kill(run.proc.pid, sig)
+    finish(run, timeout=90)
+    assert run.returncode != 0
+    assert "interrupted" in run.stderr
+    assert len(lines(marker)) == 1
+    assert_no_orphans(run.tag)
+
+
+BAD_INPUT = [
+    (["missing.py", "--ps", 1, "--workers", 1], "job file not found"),
+    ([job("no_job.py"), "--ps", 1, "--workers", 1], "defines no subclass of elearn.SparkTFJob"),
+    ([job("two_jobs.py"), "--ps", 1, "--workers", 1], "choose one with --job-class"),
+    ([job("returns_list.py"), "--ps", 1, "--workers", 1], "pre_train must return a Spark DataFrame"),
+    ([job("linear_fit.py"), "--ps", 1, "--workers", 0], "--workers must be at least 1"),
+    ([job("linear_fit.py"), "--ps", -1, "--workers", 1], "--ps must be 0"),
+    ([job("map_column.py"), "--ps", 1, "--workers", 1], "attrs (map<string,bigint>)"),
+    ([job("linear_fit.py"), "--ps", 2, "--workers", 2, "--master", "local[2]"],
+     "needs 4 concurrent tasks (2 ps + 2 workers)"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[m[:28] for _, m in BAD_INPUT])
+def test_bad_input_fails_fast_with_clear_message(pl_submit, args, message):
+    t0 = time.monotonic()
+    run = pl_submit(*args, timeout=120)
+    assert run.returncode != 0
+    assert message in run.stderr, run.stderr[-3000:]
+    assert time.monotonic() - t0 < 60
+
+
+def test_unreachable_zookeeper_fails_fast_naming_the_address(pl_submit):
+    port = free_port()
+    run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 1, "--zk", f"127.0.0.1:{port}",
+                    timeout=120)
+    assert run.returncode != 0
+    assert f"cannot reach ZooKeeper at '127.0.0.1:{port}'" in run.stderr
