@@ -70,6 +70,8 @@ def build_session(app_name: str, master: str, conf: dict, quiet: bool = True):
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     settings.update(conf)
+    # pyspark picks the workers' interpreter from PYSPARK_PYTHON when the context starts.
+    os.environ["PYSPARK_PYTHON"] = settings["spark.pyspark.python"]
     for k, v in settings.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
