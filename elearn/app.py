@@ -103,10 +103,14 @@ class Application:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self, join_timeout: float = 30.0) -> None:
-        if getattr(self, "_closed", False):
+    def release_nodes(self, join_timeout: float = 30.0) -> None:
+        """Mark the application final so the daemons stop their TF processes; wait for their jobs.
+
+        Frees the Spark task slots the nodes held while keeping Spark itself up (``post_train``).
+        """
+        if getattr(self, "_released", False):
             return
-        self._closed = True
+        self._released = True
         if self.registry is not None:
             try:
                 self.registry.set_state(self._final_state)
@@ -119,6 +123,12 @@ class Application:
             self.spark.sparkContext.cancelAllJobs()
             for t in self.threads:
                 t.join(10)
+
+    def close(self, join_timeout: float = 30.0) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        self.release_nodes(join_timeout)
         if self.registry is not None:
             try:
                 self.registry.delete()

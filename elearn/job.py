@@ -43,6 +43,13 @@ class SparkTFJob:
     def shutdown(self):
         """Release what the job opened. Called exactly once, after success or failure."""
 
+    def post_train(self, spark, model_dir):
+        """Runs on the driver after a successful ``train``, with Spark still up and the TF nodes gone.
+
+        ``model_dir`` is the exported model (None if ``train`` returned nothing). Use it for Spark
+        work on the result, e.g. batch scoring with ``elearn.predict(df, model_dir)``.
+        """
+
     def variable_partitioner(self, num_ps: int):
         """PS mode: how variables are sharded across parameter servers.
 

@@ -106,6 +106,10 @@ def submit(job, **options) -> SubmitResult:
             result.model_dir = out.get("model_dir")
             result.rows = out.get("rows", {})
             app.succeeded()
+            if type(job).post_train is not SparkTFJob.post_train:
+                app.release_nodes()     # the nodes' task slots are free for post_train's Spark jobs
+                app.run_user("post_train", job.post_train, app.spark, result.model_dir)
+                app.mark("post_train")
             result.status = "succeeded"
             app.close()
             result.nodes = node_stats(app)
