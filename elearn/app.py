@@ -77,6 +77,7 @@ class Application:
         node_dir = self.node_dir if loopback else os.path.join("elearn", self.id)
         return {"zk": self.zk_hosts, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
                 "register_timeout": self.opts.register_timeout, "max_restarts": self.opts.max_restarts,
+                "feed_timeout": self.opts.feed_timeout,
                 "tf_log": self.opts.tf_log}
 
     @property
@@ -93,8 +94,12 @@ class Application:
     def mark(self, phase: str) -> None:
         self.timings[phase] = round(time.time() - self._t0, 3)
 
+    @property
+    def events_path(self) -> str:
+        return os.path.join(self.dir, "events.jsonl")
+
     def event(self, kind: str, **fields) -> None:
-        with open(os.path.join(self.dir, "events.jsonl"), "a") as f:
+        with open(self.events_path, "a") as f:
             f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
 
     def succeeded(self) -> None:

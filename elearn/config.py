@@ -35,6 +35,8 @@ class SubmitOptions:
     max_restarts: int = 3
     fill: dict = field(default_factory=dict)
     archives: str | None = None
+    conda_env: str | None = None
+    venv: str | None = None
     tf_log: bool = False
     quiet: bool = False
 

@@ -41,10 +41,38 @@ class TrainContext:
     feeds: dict = field(default_factory=dict)       # name -> FeedInfo
     fill: dict = field(default_factory=dict)         # job-level null fills
     local_worker: int | None = None                  # allreduce: this worker's own spool index
+    chief_checkpoint_dir: str | None = None          # allreduce: where every worker restores from
+    events: Any = None                               # callable(kind, **fields) -> events file
 
     @property
     def is_chief(self) -> bool:
         return self.task_type == "chief" or (self.mode == "allreduce" and self.task_index == 0)
+
+    # -- progress -----------------------------------------------------------------------------
+    def checkpoint(self, *, every_steps: int | None = None, every_seconds: float | None = None,
+                   max_to_keep: int = 3, **objects):
+        """A :class:`elearn.checkpoint.Checkpointer` over ``checkpoint_dir``, already restored.
+
+        Pass what to track (model, optimizer, ...). After a restart it holds the latest checkpoint's
+        values and ``.step``; resume from there::
+
+            ckpt = ctx.checkpoint(model=model, optimizer=opt, every_steps=100)
+            for step in range(ckpt.step, total_steps):
+                ...
+                ckpt.maybe_save(step + 1)
+
+        In PS mode ``save`` first waits for every scheduled step (``coordinator.join()``), so a
+        checkpoint never holds half a step.
+        """
+        from elearn.checkpoint import Checkpointer
+
+        return Checkpointer(self.checkpoint_dir, objects, every_steps=every_steps,
+                            every_seconds=every_seconds, max_to_keep=max_to_keep,
+                            coordinator=self.coordinator, on_save=self._on_checkpoint)
+
+    def _on_checkpoint(self, step, path):
+        if self.events is not None:
+            self.events("checkpoint", step=int(step), path=path)
 
     # -- data ---------------------------------------------------------------------------------
     def _feed(self, name: str) -> FeedInfo:
@@ -107,7 +135,7 @@ class TrainContext:
                             f"ctx.dataset(..., fill={{'{next(iter(sorted(nulls)))}': 0}}) or "
                             "--fill COL=VALUE, or drop them in pre_train (df.na.drop / df.na.fill).")
         if repeat is None:
-            repeat = self.mode == "ps"
+            repeat = True  # both modes: Model.fit runs steps_per_epoch steps of an endless stream
         kwargs = dict(features=wanted, label=label, batch_size=batch_size, shuffle=shuffle, seed=seed,
                       repeat=repeat, fill={c: v for c, v in fills.items() if c in used}, ragged=ragged,
                       list_lengths=info.list_lengths, drop_remainder=drop_remainder)
@@ -122,9 +150,19 @@ class TrainContext:
         else:
             me = self.local_worker if self.local_worker is not None else self.task_index
             directory, n = info.dirs[me], info.chunks[me]
+            if info.rows[me] == 0 and info.total_rows:
+                raise FeedError(f"worker {me} received no rows of {name!r} ({info.total_rows} rows over "
+                                f"{len(info.rows)} workers): feed at least as many rows as --workers")
+            # Every worker runs the same steps per epoch or the collective hangs: each reads its
+            # own spool endlessly, and one pass is the largest worker's batch count (smaller
+            # partitions wrap around, nothing is dropped).
+            steps, one_pass = self.steps_per_epoch(batch_size, name), not repeat
+            kwargs["repeat"] = True
 
             def fn(input_context=None):
                 ds = spool_dataset(directory, n, columns, **kwargs)
+                if one_pass:
+                    ds = ds.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
                 options = tf.data.Options()
                 # Each worker already holds its own partition: sharding again would drop rows.
                 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -135,9 +173,28 @@ class TrainContext:
         """What ``ctx.keras`` ``Model.fit`` accepts in this mode; arguments as :meth:`dataset_fn`.
 
         PS mode: a ``DatasetCreator`` (pass ``steps_per_epoch=ctx.steps_per_epoch(batch_size)``).
-        Allreduce mode: a ``tf.data.Dataset`` of this worker's rows.
+        Allreduce mode: a distributed dataset of this worker's rows, ``batch_size`` rows per worker
+        per step (a global batch of ``batch_size * num_workers``); pass the same
+        ``steps_per_epoch=ctx.steps_per_epoch(batch_size)`` so every worker runs the same steps.
         """
         fn = self.dataset_fn(name, **kwargs)
         if self.mode == "ps":
             return self.keras.utils.experimental.DatasetCreator(fn)
-        return fn()
+        # Per-worker datasets as they are: experimental_distribute_dataset would re-batch them.
+        return self.strategy.distribute_datasets_from_function(fn)
+
+    def backup_callback(self, keras=None, save_freq="epoch"):
+        """Allreduce mode: a Keras ``BackupAndRestore`` callback that resumes after a restart.
+
+        Add it to ``Model.fit``; after a restart of the group, fit continues from the epoch after
+        the last backup instead of from scratch::
+
+            model.fit(ds, epochs=4, steps_per_epoch=steps, callbacks=[ctx.backup_callback()])
+
+        ``keras`` is the Keras module the model was built with (default ``ctx.keras``, Keras 3;
+        pass ``tf_keras`` for a tf_keras model). Only the chief's backup is kept, under
+        ``checkpoint_dir``; every worker restores from it.
+        """
+        from elearn.mpi.backup import backup_callback
+
+        return backup_callback(self, keras or self.keras, save_freq)

@@ -18,4 +18,8 @@ class ClusterError(ElearnError):
 
 
 class UserCodeError(ElearnError):
-    """The user's pre_train/train raised; the original traceback is kept in ``__cause__``."""
+    """The user's code raised; the traceback is ``__cause__`` or, from another process, ``details``."""
+
+    def __init__(self, message: str, details: str | None = None):
+        super().__init__(message)
+        self.details = details

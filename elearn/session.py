@@ -51,6 +51,23 @@ def check_slots(master: str, ps: int, workers: int, conf: dict) -> None:
             f"or ask for fewer nodes.")
 
 
+def cluster_conf(opts, master: str, say=lambda msg: None) -> dict:
+    """``opts.conf`` plus what the shipped environment and the node shapes need.
+
+    Checks (or packs) the environment first, so a bad archive fails before Spark starts.
+    """
+    from elearn.envpack import resolve_environment
+    from elearn.resources_profile import profile_conf
+
+    conf = profile_conf(opts, master, opts.mode, opts.conf)
+    env = resolve_environment(opts.archives, getattr(opts, "conda_env", None),
+                              getattr(opts, "venv", None), master, say)
+    if env is not None:
+        # Executors' Python workers, and the TF processes they start, run the unpacked interpreter.
+        conf.update(env.spark_conf(conf))
+    return conf
+
+
 def build_session(app_name: str, master: str, conf: dict, quiet: bool = True):
     from pyspark.sql import SparkSession
 

@@ -14,7 +14,7 @@ from elearn.config import SubmitOptions
 from elearn.errors import ElearnError, JobError, UserCodeError
 from elearn.feed import normalize_frames, plan_feed
 from elearn.job import SparkTFJob, load_job_class, parse_job_args
-from elearn.session import build_session, check_slots, default_master
+from elearn.session import build_session, check_slots, cluster_conf, default_master
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,10 @@ def submit(job, **options) -> SubmitResult:
             master = opts.master or default_master(opts.ps + opts.workers)
             app.master = master
             check_slots(master, opts.ps, opts.workers, opts.conf)
+            spark_conf = cluster_conf(opts, master, console.say)
             app.start_zookeeper()
             app.mark("zookeeper")
-            app.spark = build_session(app.id, master, opts.conf, quiet=not opts.tf_log)
+            app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log)
             console.say(f"Spark {app.spark.version} on {master}")
             app.mark("spark")
             frames = normalize_frames(app.run_user("pre_train", job.pre_train, app.spark))
@@ -116,7 +117,7 @@ def submit(job, **options) -> SubmitResult:
             app.mark("teardown")
     except UserCodeError as exc:
         result.error = str(exc)
-        result.traceback = "".join(traceback.format_exception(exc.__cause__ or exc))
+        result.traceback = exc.details or "".join(traceback.format_exception(exc.__cause__ or exc))
     except ElearnError as exc:
         if result.status != "succeeded":
             result.error = str(exc)

@@ -1,26 +1,34 @@
-"""PS mode on the driver: launch the PS and worker Spark jobs, form the cluster, coordinate ``train``.
+"""PS mode on the driver: launch the PS and worker Spark jobs, form the cluster, supervise ``train``.
 
 The two jobs run concurrently from driver threads (different executors may serve them, see the
 design note); their tasks meet in ZooKeeper. The driver waits for every node with a timeout, then
-publishes the TF cluster spec with itself as ``chief`` and runs ``train(ctx)`` under
-``ParameterServerStrategy``.
+publishes the TF cluster spec with a coordinator process as ``chief`` (``coordinator.py``), which
+runs ``train(ctx)`` under ``ParameterServerStrategy``.
+
+Recovery: a worker's TF process that dies is restarted in place by its daemon and TensorFlow's
+coordinator carries on. Anything else (a parameter server lost, a node whose Spark task was rerun
+at a new address) ends the coordinator; the driver then re-forms the cluster under a new
+generation and runs ``train`` again, which resumes from the latest checkpoint (``restart.py``).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
+import time
 
-from elearn.context import TrainContext
-from elearn.errors import ClusterError
-from elearn.export import export_model
+from dataclasses import asdict
+
+from elearn.errors import ClusterError, UserCodeError
 from elearn.feed import FeedInfo
-from elearn.procs import free_port
+from elearn.procs import free_port, popen_child, stop_process
 from elearn.ps.tasks import STATS_SCHEMA, ps_task, worker_arrow_task, worker_task
 from elearn.registry import wait_until
-from elearn.runtime.daemon import FINAL_STATES
-from elearn.tfimport import import_tensorflow
+from elearn.restart import RestartPolicy
+from elearn.runtime.daemon import tail
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +87,37 @@ def _spark_message(exc: Exception) -> str:
     return "\n".join(lines[:12])
 
 
-def _missing(registry, ps: int, workers: int, want_states=None) -> list[str]:
+def _missing(registry, ps: int, workers: int, want_states=None, generation=None) -> list[str]:
     out = []
     for role, n in (("ps", ps), ("worker", workers)):
         nodes = registry.nodes(role)
         for i in range(n):
-            if i not in nodes or (want_states and nodes[i].get("state") not in want_states):
-                out.append(f"{role}:{i}" + (f" ({nodes[i].get('state')})" if i in nodes else ""))
+            node = nodes.get(i)
+            ok = node is not None and (not want_states or node.get("state") in want_states) and \
+                (generation is None or node.get("generation", 0) == generation)
+            if not ok:
+                out.append(f"{role}:{i}" + (f" ({node.get('state')})" if node else ""))
     return out
 
 
-def form_cluster(app, ps: int, workers: int) -> dict:
+def _failed_nodes(reg) -> list[str]:
+    return [f"{r}:{i}" for r in ("ps", "worker") for i, n in reg.nodes(r).items()
+            if n.get("state") == "failed"]
+
+
+def _node_failure(reg, names) -> ClusterError:
+    parts = []
+    for name in names:
+        role, i = name.split(":")
+        node = reg.nodes(role).get(int(i), {})
+        log_tail = node.get("log_tail") or tail(node.get("log", ""), 20)
+        parts.append(f"{name} on {node.get('hostname', '?')} kept failing (exit code "
+                     f"{node.get('exit_code')}, {node.get('restarts', 0)} restarts); log "
+                     f"{node.get('log')}, last lines:\n{log_tail}")
+    return ClusterError("TF process failed: " + "\n".join(parts))
+
+
+def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
     """Wait for every node, publish the cluster spec, wait for every TF server; returns the nodes."""
     reg, opts, say = app.registry, app.opts, app.console.say
     total = ps + workers
@@ -116,71 +144,192 @@ def form_cluster(app, ps: int, workers: int) -> dict:
 
     def spooled():
         _check_jobs(app)
-        return not _missing(reg, ps, workers, want_states={"reserved"})
+        return not _missing(reg, ps, workers, want_states={"reserved", "running", "restarting"})
 
     wait_until(spooled, opts.feed_timeout, interval=0.3, on_timeout=lambda: ClusterError(
         f"the feed did not finish within {opts.feed_timeout:.0f}s; still waiting for "
         f"{', '.join(_missing(reg, ps, workers, want_states={'reserved'}))}"))
-    app.mark("feed")
+    if generation == 0:
+        app.mark("feed")
     nodes = {role: reg.nodes(role) for role in ("ps", "worker")}
-    chief_host = "127.0.0.1" if app.single_host else app.spark.conf.get("spark.driver.host")
-    spec = {"chief": [f"{chief_host}:{free_port()}"],
+    if not hasattr(app, "chief_address"):
+        chief_host = "127.0.0.1" if app.single_host else app.spark.conf.get("spark.driver.host")
+        app.chief_address = f"{chief_host}:{free_port()}"
+    spec = {"chief": [app.chief_address],
             "ps": [f"{nodes['ps'][i]['host']}:{nodes['ps'][i]['port']}" for i in range(ps)],
             "worker": [f"{nodes['worker'][i]['host']}:{nodes['worker'][i]['port']}" for i in range(workers)]}
-    reg.publish_cluster(spec)
+    reg.publish_cluster({"generation": generation, "cluster": spec})
+    if generation:
+        reg.set_state("restarting", generation=generation)
 
     def running():
         _check_jobs(app)
-        failed = [f"{r}:{i}" for r in ("ps", "worker") for i, n in reg.nodes(r).items()
-                  if n.get("state") == "failed"]
+        failed = _failed_nodes(reg)
         if failed:
-            raise ClusterError(f"TF process of {', '.join(failed)} failed to start")
-        return not _missing(reg, ps, workers, want_states={"running"})
+            raise _node_failure(reg, failed)
+        return not _missing(reg, ps, workers, want_states={"running"}, generation=generation)
 
     wait_until(running, 180, interval=0.2, on_timeout=lambda: ClusterError(
-        "TF servers did not start within 180s: " + ", ".join(_missing(reg, ps, workers, {"running"}))))
-    say(f"cluster up: {ps} ps, {workers} workers, chief {spec['chief'][0]}")
-    app.event("cluster", spec=spec)
-    return {"spec": spec, **{r: reg.nodes(r) for r in ("ps", "worker")}}
+        "TF servers did not start within 180s: "
+        + ", ".join(_missing(reg, ps, workers, {"running"}, generation))))
+    reg.set_state("running", generation=generation)
+    say(f"cluster up: {ps} ps, {workers} workers, chief {spec['chief'][0]}"
+        + (f" (generation {generation})" if generation else ""))
+    app.event("cluster", spec=spec, generation=generation)
+    return {"spec": spec, "generation": generation,
+            **{r: reg.nodes(r) for r in ("ps", "worker")}}
 
 
-def build_strategy(spec: dict, partitioner):
-    os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
-    import tensorflow as tf
+class CoordinatorProcess:
+    """One attempt of ``train``: a child process started early, configured once the cluster is up."""
 
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(spec), task_type="chief", task_id=0, rpc_layer="grpc")
-    strategy = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
-    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-    return strategy, coordinator
+    def __init__(self, app, attempt: int):
+        self.app, self.attempt = app, attempt
+        base = os.path.join(app.dir, "coordinator")
+        os.makedirs(base, exist_ok=True)
+        self.config_path = os.path.join(base, f"attempt-{attempt}.json")
+        self.result_path = os.path.join(base, f"attempt-{attempt}.result.json")
+        for path in (self.config_path, self.result_path):
+            if os.path.exists(path):
+                os.remove(path)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        if not app.opts.tf_log:
+            env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+            env["ELEARN_TF_IMPORT_LOG"] = os.path.join(base, "tf-import.log")
+        self.proc = popen_child([sys.executable, "-m", "elearn.ps.coordinator", self.config_path],
+                                stdin=subprocess.PIPE, env=env)
+
+    def configure(self, config: dict) -> None:
+        config = {**config, "attempt": self.attempt, "result": self.result_path}
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(config, f)
+        os.replace(tmp, self.config_path)
+
+    def supervise(self, problem) -> dict:
+        """Wait for the attempt to end; ``problem()`` naming a cluster fault ends it early."""
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                try:
+                    with open(self.result_path) as f:
+                        return json.load(f)
+                except (OSError, ValueError):
+                    return {"status": "error", "kind": "cluster",
+                            "error": f"the coordinator process exited with {code} without a result"}
+            cause = problem()
+            if cause:
+                stop_process(self.proc, grace=3)
+                return {"status": "error", "kind": "cluster", "error": cause}
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=3)
+
+
+def _topology_watch(app, cluster: dict):
+    """A function naming a node whose TF server can no longer serve the published spec, or None."""
+    reg, spec = app.registry, cluster["spec"]
+    restarts = {(r, i): n.get("restarts", 0) for r in ("ps", "worker") for i, n in cluster[r].items()}
+
+    def problem():
+        try:
+            for role in ("ps", "worker"):
+                nodes = reg.nodes(role)
+                for i, address in enumerate(spec[role]):
+                    node = nodes.get(i)
+                    if node is None:
+                        continue  # a lost session re-registers; a dead daemon's rerun shows below
+                    if f"{node.get('host')}:{node.get('port')}" != address:
+                        return f"{role}:{i} came back at a new address (its Spark task was rerun)"
+                    if node.get("state") == "failed":
+                        return f"{role}:{i} failed"
+                    if role == "ps" and node.get("restarts", 0) > restarts.get((role, i), 0):
+                        return f"{role}:{i} TF process died and was restarted"
+        except Exception:
+            return None  # ZooKeeper unreachable for a moment: training does not depend on it
+        return None
+
+    return problem
+
+
+def _cause_of(outcome: dict, app, cluster: dict) -> str:
+    cause = outcome.get("error", "unknown")
+    for role in ("ps", "worker"):
+        for i, node in app.registry.nodes(role).items():
+            before = cluster[role].get(i, {})
+            if node.get("restarts", 0) > before.get("restarts", 0) and role == "ps":
+                return f"{role}:{i} lost"
+    if "came back at a new address" in cause:
+        return cause.split(" came back")[0] + " rerun by Spark"
+    return "coordinator: " + cause.splitlines()[0][:200]
 
 
 def run_ps(app, job, frame, plan) -> dict:
-    """Run ``job`` in PS mode; returns what the result needs (model path, node stats)."""
+    """Run ``job`` in PS mode; returns what the result needs (model path, rows fed)."""
+    from pyspark import cloudpickle
+
     opts = app.opts
     node_app = app.node_spec(loopback=app.single_host)
-    _launch(app, frame, plan, node_app, opts.ps, opts.workers)
-    cluster = form_cluster(app, opts.ps, opts.workers)
-    app.mark("register")
-    import_tensorflow(None if opts.tf_log else os.path.join(app.dir, "driver-tf.log"))
-    import tf_keras
+    coordinator = CoordinatorProcess(app, 0)
+    try:
+        _launch(app, frame, plan, node_app, opts.ps, opts.workers)
+        cluster = form_cluster(app, opts.ps, opts.workers)
+        app.mark("register")
+        workers = cluster["worker"]
+        feeds = {name: FeedInfo.gather(name, plan, [workers[i]["spool"][name] for i in range(opts.workers)])
+                 for name in plan.names}
+        job_path = os.path.join(app.dir, "coordinator", "job.pkl")
+        module = type(job).__module__
+        if module.startswith("elearn_job_"):  # loaded from a job file: ship the class by value
+            import sys as _sys
 
-    strategy, coordinator = build_strategy(cluster["spec"], job.variable_partitioner(opts.ps))
-
-    workers = cluster["worker"]
-    feeds = {name: FeedInfo.gather(name, plan, [workers[i]["spool"][name] for i in range(opts.workers)])
-             for name in plan.names}
-    ctx = TrainContext(strategy=strategy, mode="ps", task_type="chief", task_index=0,
-                       num_workers=opts.workers, num_ps=opts.ps, checkpoint_dir=app.checkpoint_dir,
-                       model_dir=app.model_dir, log_dir=app.log_dir, args=job.args,
-                       coordinator=coordinator, keras=tf_keras, feeds=feeds, fill=opts.fill)
-    app.console.say("training: train(ctx) runs on the driver as PS-mode coordinator")
-    model = app.run_user("train", job.train, ctx)
-    app.mark("train")
-    path = app.run_user("exporting the model returned by train", export_model, model, app.model_dir)
-    if path:
-        app.console.say(f"model exported to {path} (load with tf.saved_model.load)")
-    return {"model_dir": path, "rows": {n: f.total_rows for n, f in feeds.items()}}
+            cloudpickle.register_pickle_by_value(_sys.modules[module])
+        with open(job_path, "wb") as f:
+            cloudpickle.dump(job, f)
+        base_config = {"job": job_path, "num_ps": opts.ps, "num_workers": opts.workers,
+                       "checkpoint_dir": app.checkpoint_dir, "model_dir": app.model_dir,
+                       "log_dir": app.log_dir, "fill": opts.fill, "events": app.events_path,
+                       "feeds": {n: {**asdict(f), "columns": [c.to_dict() for c in f.columns]}
+                                 for n, f in feeds.items()}}
+        policy = RestartPolicy(opts.max_restarts)
+        app.restart_policy = policy
+        attempt = 0
+        while True:
+            coordinator.configure({**base_config, "spec": cluster["spec"]})
+            if attempt == 0:
+                app.console.say("training: train(ctx) runs in the coordinator (TF chief)")
+            outcome = coordinator.supervise(_topology_watch(app, cluster))
+            if outcome["status"] == "ok":
+                break
+            failed = _failed_nodes(app.registry)
+            if failed:
+                raise _node_failure(app.registry, failed)
+            if outcome.get("kind") == "user":
+                raise UserCodeError(f"train raised {outcome.get('error')}",
+                                    details=outcome.get("traceback"))
+            cause = _cause_of(outcome, app, cluster)
+            delay = policy.next_delay(cause.split(" ")[0] if ":" in cause.split(" ")[0] else "coordinator")
+            app.event("failure", cause=cause, attempt=attempt, error=outcome.get("error"))
+            if delay is None:
+                raise ClusterError(f"giving up after {policy.restarts} restarts (--max-restarts "
+                                   f"{opts.max_restarts}); last failure: {cause}\n{outcome.get('error', '')}")
+            app.console.say(f"restart {policy.restarts}/{opts.max_restarts}: {cause}; "
+                            f"re-forming the cluster in {delay:.0f}s, train resumes from the latest checkpoint")
+            time.sleep(delay)  # backoff between restarts, not a synchronisation
+            attempt += 1
+            coordinator = CoordinatorProcess(app, attempt)
+            cluster = form_cluster(app, opts.ps, opts.workers, generation=attempt)
+            app.event("restart", cause=cause, attempt=attempt)
+        app.mark("train")
+        path = outcome.get("model_dir")
+        if path:
+            app.console.say(f"model exported to {path} (load with tf.saved_model.load)")
+        return {"model_dir": path, "rows": {n: f.total_rows for n, f in feeds.items()},
+                "restarts": policy.restarts, "restart_causes": dict(policy.causes)}
+    finally:
+        coordinator.stop()
 
 
 def node_stats(app) -> list:
@@ -189,6 +338,3 @@ def node_stats(app) -> list:
         if job.result:
             out.extend(job.result)
     return out
-
-
-__all__ = ["run_ps", "node_stats", "FINAL_STATES"]

@@ -82,6 +82,7 @@ class NodeDaemon:
 
     def _info(self, state: str, **more) -> dict:
         return {"host": self.host, "port": self.port, "state": state, "pid": os.getpid(),
+                "generation": getattr(self, "generation", 0),
                 "hostname": socket.gethostname(), "log": self.log_path, "restarts": self.restarts,
                 "heartbeat": time.time(), **self.extra, **more}
 
@@ -111,27 +112,63 @@ class NodeDaemon:
     def announce(self, state: str, **more) -> None:
         self.reg.register(self.role, self.index, self._info(state, **more))
 
+    def _my_spec(self, reg: AppRegistry, min_generation: int = 0):
+        """The published cluster spec once it names this node at its address, as (generation, spec)."""
+        try:
+            published = reg.cluster()
+        except Exception:
+            return None
+        if not published or published.get("generation", 0) < min_generation:
+            return None
+        spec = published["cluster"]
+        addresses = spec.get(self.role, [])
+        if self.index < len(addresses) and addresses[self.index] == f"{self.host}:{self.port}":
+            return published.get("generation", 0), spec
+        return None
+
+    def _wait_spec(self, reg: AppRegistry, min_generation: int):
+        return wait_until(
+            lambda: self._my_spec(reg, min_generation) or self._app_over(reg),
+            self.app["register_timeout"] + self.app.get("feed_timeout", 3600),
+            on_timeout=lambda: ClusterError(f"{self.role}:{self.index} got no cluster spec"))
+
+    def _serve(self, reg: AppRegistry, spec: dict) -> subprocess.Popen:
+        child = self._start_child(spec)
+        wait_listening(self.host, self.port, child, self.app.get("start_timeout", 180))
+        reg.update(self.role, self.index, self._info("running", child_pid=child.pid))
+        return child
+
     def run(self) -> dict:
         if not hasattr(self, "client"):
             self.connect()
         started, client, reg = self.started, self.client, self.reg
         self.port = free_port()
+        self.generation = 0
         child = None
         exit_codes = []
         try:
             reg.register(self.role, self.index, self._info("reserved"))
-            spec = wait_until(
-                lambda: reg.cluster() or self._app_over(reg), self.app["register_timeout"] + 30,
-                on_timeout=lambda: ClusterError(f"{self.role}:{self.index} got no cluster spec"))
-            if not isinstance(spec, dict) or "chief" not in spec:
+            got = self._wait_spec(reg, 0)
+            if not isinstance(got, tuple):
                 return self._stats(started, exit_codes)
-            child = self._start_child(spec)
-            wait_listening(self.host, self.port, child, self.app.get("start_timeout", 180))
-            reg.update(self.role, self.index, self._info("running", child_pid=child.pid))
+            self.generation, spec = got
+            child = self._serve(reg, spec)
             last_beat = time.time()
             while True:
                 if self._app_over(reg):
                     break
+                wanted = self._wanted_generation(reg)
+                if wanted > self.generation:
+                    # The driver re-forms the cluster: serve the new spec with a fresh TF server.
+                    exit_codes.append(stop_process(child, grace=3))
+                    child = None
+                    reg.update(self.role, self.index, self._info("reserved"))
+                    got = self._wait_spec(reg, wanted)
+                    if not isinstance(got, tuple):
+                        break
+                    self.generation, spec = got
+                    child = self._serve(reg, spec)
+                    continue
                 code = child.poll()
                 if code is not None:
                     exit_codes.append(code)
@@ -142,9 +179,7 @@ class NodeDaemon:
                         break
                     self.restarts += 1
                     reg.update(self.role, self.index, self._info("restarting", exit_code=code))
-                    child = self._start_child(spec)
-                    wait_listening(self.host, self.port, child, self.app.get("start_timeout", 180))
-                    reg.update(self.role, self.index, self._info("running", child_pid=child.pid))
+                    child = self._serve(reg, spec)
                 if self._session_lost.is_set() and client.connected:
                     self._session_lost.clear()
                     reg.register(self.role, self.index, self._info("running", child_pid=child.pid))
@@ -165,6 +200,14 @@ class NodeDaemon:
             except Exception:
                 pass
         return self._stats(started, exit_codes)
+
+    def _wanted_generation(self, reg: AppRegistry) -> int:
+        try:
+            state = reg.state() or {}
+        except Exception:
+            return self.generation
+        return int(state.get("generation", 0)) if state.get("state") in ("restarting", "running") \
+            else self.generation
 
     def _app_over(self, reg: AppRegistry):
         try:

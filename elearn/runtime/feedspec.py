@@ -9,8 +9,11 @@ Kinds and their spool blocks (every block is one serialized TensorProto):
     scalar  values[n], valid
     string  values[n] (tf.string), valid
     list    values[total] flat, row_splits[n+1], valid
+    sparse  indices[total] (int64), values[total] flat, row_splits[n+1], valid
 
-ML vectors travel as ``list`` of float64 (Spark's ``vector_to_array``).
+ML vectors travel as ``list`` of float64 (Spark's ``vector_to_array``, dense on the Spark side) unless
+the job declared them sparse with :func:`sparse_vectors`: then only their non-zero entries travel,
+as a ``struct<size, indices, values>`` column built by JVM expressions (no Python per row).
 
 ``valid`` is an empty bool tensor when the chunk has no nulls in that column.
 """
@@ -20,7 +23,10 @@ from dataclasses import asdict, dataclass
 
 from elearn.errors import FeedError
 
-BLOCKS = {"scalar": 2, "string": 2, "list": 3}
+BLOCKS = {"scalar": 2, "string": 2, "list": 3, "sparse": 4}
+
+# Column metadata key marking a struct column made by sparse_vectors().
+SPARSE_MARK = "elearn_sparse_vector"
 
 # Spark simpleString -> numpy/TF dtype name.
 _NUMERIC = {
@@ -34,7 +40,7 @@ MAX_DECIMAL_PRECISION = 15
 @dataclass(frozen=True)
 class FeedColumn:
     name: str
-    kind: str           # scalar | string | list
+    kind: str           # scalar | string | list | sparse
     dtype: str          # numpy dtype name of the values
     source: str         # the Spark type it came from, for messages and docs
 
@@ -91,6 +97,9 @@ def plan_columns(df) -> tuple[list[FeedColumn], list]:
             columns.append(FeedColumn(name, "list", elem, source))
             exprs.append(col.cast(T.ArrayType(T.DoubleType())).alias(name)
                          if isinstance(dt.elementType, T.DecimalType) else col)
+        elif isinstance(dt, T.StructType) and field.metadata.get(SPARSE_MARK):
+            columns.append(FeedColumn(name, "sparse", "float64", "vector (sparse)"))
+            exprs.append(col)
         elif _is_vector(dt):
             # VectorUDT has no Arrow type; vector_to_array runs in the JVM and yields its values.
             from pyspark.ml.functions import vector_to_array
@@ -100,13 +109,16 @@ def plan_columns(df) -> tuple[list[FeedColumn], list]:
         elif _element(dt) is not None:
             columns.append(FeedColumn(name, "scalar", _element(dt), source))
             exprs.append(col)
+        elif isinstance(dt, (T.MapType, T.StructType)):
+            bad.append(f"{name} ({source}: flatten it into columns in pre_train, e.g. "
+                       f"col('{name}.field') or col('{name}')['key'])")
         else:
             bad.append(f"{name} ({source})")
     if bad:
         raise FeedError(
             "these columns cannot be fed to TensorFlow: " + "; ".join(bad) + ". Supported: "
             "numbers, boolean, string, binary, date, timestamp, decimal(p<=15), array<number>, "
-            "ML Vector. Drop or convert them in pre_train (select/withColumn).")
+            "ML Vector (sparse with elearn.sparse_vectors). Drop or convert them in pre_train (select/withColumn).")
     if not columns:
         raise FeedError("the DataFrame has no columns to feed")
     return columns, exprs
@@ -114,3 +126,49 @@ def plan_columns(df) -> tuple[list[FeedColumn], list]:
 
 def _is_vector(dt) -> bool:
     return type(dt).__name__ == "VectorUDT"
+
+
+_SPARSE_JSON = "struct<v: struct<type: tinyint, size: int, indices: array<int>, values: array<double>>>"
+
+
+def sparse_vectors(df, *names: str):
+    """Declare ML ``Vector`` columns of ``df`` to travel sparse: only their non-zero entries.
+
+    Use it in ``pre_train`` on columns whose vectors are large and mostly zero (hashed or one-hot
+    features); TensorFlow then receives each as a ``tf.SparseTensor`` of shape ``[batch, size]``
+    with float64 values (``ctx.dataset(..., dense=["col"])`` densifies it in TensorFlow instead).
+    Undeclared vector columns are densified by Spark and arrive as ``[batch, size]`` tensors::
+
+        from elearn import sparse_vectors
+
+        def pre_train(self, spark):
+            df = HashingTF(inputCol="words", outputCol="tf", numFeatures=1 << 20).transform(docs)
+            return sparse_vectors(df.select("tf", "label"), "tf")
+
+    The conversion runs in the JVM (``to_json``/``from_json`` over the vector's own layout), so no
+    Python code runs per row and a sparse vector is never expanded to its full width.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    fields = {f.name: f for f in df.schema.fields}
+    for name in names:
+        if name not in fields:
+            raise FeedError(f"sparse_vectors: no column {name!r}; columns: {', '.join(fields)}")
+        if not _is_vector(fields[name].dataType):
+            raise FeedError(f"sparse_vectors: column {name!r} is {fields[name].dataType.simpleString()}, "
+                            "not an ML Vector (pyspark.ml.linalg)")
+    out = df
+    for name in names:
+        parsed = F.from_json(F.to_json(F.struct(F.col(f"`{name}`").alias("v"))), _SPARSE_JSON)["v"]
+        dense = parsed["type"] == 1  # a DenseVector in a sparse column: every position is stored
+        width = F.coalesce(parsed["size"], F.size(parsed["values"]))
+        indices = F.when(dense, F.sequence(F.lit(0), F.size(parsed["values"]) - 1)).otherwise(
+            parsed["indices"])
+        indices = F.when(F.size(parsed["values"]) == 0, F.array().cast("array<int>")).otherwise(indices)
+        value = F.when(F.col(f"`{name}`").isNull(), F.lit(None)).otherwise(F.struct(
+            width.cast(T.IntegerType()).alias("size"),
+            indices.cast(T.ArrayType(T.LongType())).alias("indices"),
+            parsed["values"].alias("values")))
+        out = out.withColumn(name, value.alias(name, metadata={SPARSE_MARK: True}))
+    return out

@@ -65,13 +65,28 @@ def encode_column(arr: pa.Array, col: FeedColumn) -> tuple[list[bytes], int]:
         return [tensorproto.numeric(_scalar(arr, col)), valid], nulls
     if col.kind == "string":
         return [tensorproto.strings(*_string_buffers(arr)), valid], nulls
+    if col.kind == "sparse":
+        # flatten() applies the struct's own nulls to its children: a null vector is empty.
+        fields = dict(zip([f.name for f in arr.type], arr.flatten()))
+        idx, vals = fields["indices"], fields["values"]
+        splits = _splits(idx)
+        flat = pc.list_flatten(vals)
+        nulls += flat.null_count
+        indices = pc.list_flatten(idx).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        return [tensorproto.numeric(indices), tensorproto.numeric(_scalar(flat, col)),
+                tensorproto.numeric(splits), valid], nulls
     # list: null rows become empty lists; null elements are counted and zero-filled.
-    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
-    splits = np.zeros(len(arr) + 1, np.int64)
-    np.cumsum(lengths, out=splits[1:])
+    splits = _splits(arr)
     values = pc.list_flatten(arr)
     nulls += values.null_count
     return [tensorproto.numeric(_scalar(values, col)), tensorproto.numeric(splits), valid], nulls
+
+
+def _splits(arr: pa.Array) -> np.ndarray:
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    splits = np.zeros(len(arr) + 1, np.int64)
+    np.cumsum(lengths, out=splits[1:])
+    return splits
 
 
 class SpoolWriter:
@@ -86,6 +101,7 @@ class SpoolWriter:
         self.chunks = 0
         self.nulls = {c.name: 0 for c in columns}
         self.list_lengths = {c.name: [None, None] for c in columns if c.kind == "list"}
+        self.sizes = {c.name: 0 for c in columns if c.kind == "sparse"}  # widest sparse vector
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         shutil.rmtree(directory, ignore_errors=True)
@@ -120,6 +136,9 @@ class SpoolWriter:
                 if lo is not None:
                     seen[0] = lo if seen[0] is None else min(seen[0], lo)
                     seen[1] = hi if seen[1] is None else max(seen[1], hi)
+            elif col.kind == "sparse" and table.num_rows:
+                widest = pc.max(pc.struct_field(arr, "size")).as_py()
+                self.sizes[col.name] = max(self.sizes[col.name], widest or 0)
             blocks.extend(encoded)
         assert len(blocks) == sum(BLOCKS[c.kind] for c in self.columns)
         header = np.array([table.num_rows] + [len(b) for b in blocks], "<i8").tobytes()
@@ -138,7 +157,7 @@ class SpoolWriter:
         if self.chunks == 0:  # an empty partition still gets one (empty) chunk: readers stay uniform
             self._write_empty()
         meta = {"rows": self.rows, "chunks": self.chunks, "bytes": self.bytes, "nulls": self.nulls,
-                "list_lengths": self.list_lengths, "columns": [c.to_dict() for c in self.columns]}
+                "list_lengths": self.list_lengths, "sizes": self.sizes, "columns": [c.to_dict() for c in self.columns]}
         with open(os.path.join(self.directory, META), "w") as f:
             json.dump(meta, f)
         return meta
@@ -150,6 +169,10 @@ class SpoolWriter:
                 arrays.append(pa.array([], type=pa.from_numpy_dtype(np.dtype(col.dtype))))
             elif col.kind == "string":
                 arrays.append(pa.array([], type=pa.string()))
+            elif col.kind == "sparse":
+                arrays.append(pa.array([], type=pa.struct([
+                    ("size", pa.int32()), ("indices", pa.list_(pa.int64())),
+                    ("values", pa.list_(pa.float64()))])))
             else:
                 arrays.append(pa.array([], type=pa.list_(pa.from_numpy_dtype(np.dtype(col.dtype)))))
         self._write_chunk(pa.table(arrays, names=[c.name for c in self.columns]))

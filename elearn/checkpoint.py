@@ -1,0 +1,56 @@
+"""Checkpoints as the unit of progress: restore the latest on entry, save on a schedule.
+
+A thin layer over ``tf.train.CheckpointManager``, which writes the checkpoint files first and the
+``checkpoint`` index last, so a crash during a save leaves the previous checkpoint as "latest".
+"""
+from __future__ import annotations
+
+import time
+
+
+class Checkpointer:
+    """Created by :meth:`elearn.TrainContext.checkpoint`; see there for an example.
+
+    Attributes:
+        step: the step of the restored checkpoint (0 when starting fresh).
+        restored_from: the checkpoint path restored, or None.
+    """
+
+    def __init__(self, directory: str, objects: dict, *, every_steps: int | None = None,
+                 every_seconds: float | None = None, max_to_keep: int = 3, coordinator=None,
+                 on_save=None):
+        import tensorflow as tf
+
+        if every_steps is None and every_seconds is None:
+            every_steps = 100
+        self.every_steps, self.every_seconds = every_steps, every_seconds
+        self._coordinator = coordinator
+        self._on_save = on_save
+        self._step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="elearn_step")
+        self.checkpoint = tf.train.Checkpoint(elearn_step=self._step_var, **objects)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+        self.restored_from = self.manager.latest_checkpoint
+        if self.restored_from:
+            self.checkpoint.restore(self.restored_from)
+        self.step = int(self._step_var.numpy())
+        self._last_step, self._last_time = self.step, time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if self.every_steps is not None and step - self._last_step >= self.every_steps:
+            return True
+        return self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
+
+    def save(self, step: int) -> str:
+        """Save now, as of ``step`` (PS mode: after every scheduled step has finished)."""
+        if self._coordinator is not None:
+            self._coordinator.join()
+        self._step_var.assign(step)
+        path = self.manager.save(checkpoint_number=step)
+        self.step, self._last_step, self._last_time = step, step, time.monotonic()
+        if self._on_save is not None:
+            self._on_save(step, path)
+        return path
+
+    def maybe_save(self, step: int) -> str | None:
+        """Save if ``every_steps`` / ``every_seconds`` says so; returns the path or None."""
+        return self.save(step) if self.due(step) else None

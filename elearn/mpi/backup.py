@@ -1,0 +1,32 @@
+"""Resuming ``Model.fit`` after the group restarts: Keras's ``BackupAndRestore`` for allreduce mode.
+
+Every worker must restore the same state (MultiWorkerMirroredStrategy only broadcasts initial
+values, not later restores), but only the chief may write to the shared checkpoint directory.
+tf_keras's callback already works that way under a multi-worker strategy; Keras 3's knows nothing
+of workers, so each non-chief worker gets a private copy of the chief's backup to restore from and
+to write into, deleted with the worker's scratch directory.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+BACKUP = "backup"
+
+
+def _is_tf_keras(keras) -> bool:
+    return getattr(keras, "__name__", "").split(".")[0] == "tf_keras"
+
+
+def backup_callback(ctx, keras, save_freq="epoch"):
+    chief_dir = os.path.join(ctx.chief_checkpoint_dir or ctx.checkpoint_dir, BACKUP)
+    if _is_tf_keras(keras):
+        return keras.callbacks.BackupAndRestore(backup_dir=chief_dir, save_freq=save_freq)
+    if ctx.is_chief:
+        return keras.callbacks.BackupAndRestore(backup_dir=chief_dir, save_freq=save_freq)
+    mine = os.path.join(ctx.checkpoint_dir, BACKUP)
+    shutil.rmtree(mine, ignore_errors=True)
+    if os.path.isdir(chief_dir):
+        # The chief cannot write a new backup before this worker joins the first step.
+        shutil.copytree(chief_dir, mine)
+    return keras.callbacks.BackupAndRestore(backup_dir=mine, save_freq=save_freq)
