@@ -15,7 +15,7 @@ import time
 
 from elearn.config import SubmitOptions, elearn_home
 from elearn.errors import UserCodeError
-from elearn.registry import AppRegistry
+from elearn.registry import AppRegistry, app_credentials
 from elearn.zookeeper import EmbeddedZooKeeper, connect
 
 log = logging.getLogger(__name__)
@@ -60,22 +60,28 @@ class Application:
         return self
 
     def start_zookeeper(self) -> None:
+        self.zk_auth, acl = app_credentials(os.path.join(self.dir, "zk-secret"))
         if self.opts.zk:
             self.zk_hosts = self.opts.zk
-            self.client = connect(self.zk_hosts, timeout=15)
+            self.client = connect(self.zk_hosts, timeout=15, auth_data=self.zk_auth)
             self.console.say(f"ZooKeeper: external ensemble {self.zk_hosts}")
         else:
-            self.zk = EmbeddedZooKeeper(os.path.join(self.dir, "zookeeper")).start()
+            def restarted(n):
+                self.console.say(f"embedded ZooKeeper died and was restarted ({n}); nodes reconnect")
+                self.event("zookeeper_restart", count=n)
+
+            self.zk = EmbeddedZooKeeper(os.path.join(self.dir, "zookeeper"), supervise=True,
+                                        on_restart=restarted).start()
             self.zk_hosts = self.zk.hosts
-            self.client = connect(self.zk_hosts, timeout=15)
+            self.client = connect(self.zk_hosts, timeout=15, auth_data=self.zk_auth)
             self.console.say(f"ZooKeeper: embedded server at {self.zk_hosts}")
-        self.registry = AppRegistry(self.client, self.id)
+        self.registry = AppRegistry(self.client, self.id, acl=acl)
         self.registry.create()
 
     def node_spec(self, loopback: bool) -> dict:
         """What every daemon needs to know, shipped to the Spark tasks."""
         node_dir = self.node_dir if loopback else os.path.join("elearn", self.id)
-        return {"zk": self.zk_hosts, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
+        return {"zk": self.zk_hosts, "zk_auth": self.zk_auth, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
                 "register_timeout": self.opts.register_timeout, "max_restarts": self.opts.max_restarts,
                 "feed_timeout": self.opts.feed_timeout,
                 "tf_log": self.opts.tf_log}

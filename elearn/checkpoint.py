@@ -33,6 +33,8 @@ class Checkpointer:
         if self.restored_from:
             self.checkpoint.restore(self.restored_from)
         self.step = int(self._step_var.numpy())
+        if self.restored_from:
+            print(f"[elearn] resuming from checkpoint {self.restored_from} (step {self.step})", flush=True)
         self._last_step, self._last_time = self.step, time.monotonic()
 
     def due(self, step: int) -> bool:

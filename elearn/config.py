@@ -33,6 +33,7 @@ class SubmitOptions:
     worker_memory: str | None = None
     worker_gpus: int | None = None
     max_restarts: int = 3
+    runtime: str = "tf"
     fill: dict = field(default_factory=dict)
     archives: str | None = None
     conda_env: str | None = None
@@ -53,6 +54,10 @@ class SubmitOptions:
             raise ElearnError("--register-timeout must be positive")
         if self.max_restarts < 0:
             raise ElearnError("--max-restarts must be 0 or more")
+        if self.runtime not in ("tf", "horovod"):
+            raise ElearnError(f"--runtime {self.runtime!r}: use tf (MultiWorkerMirroredStrategy) or horovod")
+        if self.runtime == "horovod" and self.ps:
+            raise ElearnError("--runtime horovod is an allreduce runtime: use it with --ps 0")
         if self.app_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", self.app_name):
             raise ElearnError(f"--app-name {self.app_name!r}: use letters, digits, '.', '_' and '-'")
 

@@ -99,12 +99,13 @@ class TrainContext:
     def dataset_fn(self, name: str = "train", *, label: str | None = None, features=None,
                    batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
                    fill: dict | None = None, ragged: bool = False, repeat: bool | None = None,
-                   drop_remainder: bool = False):
+                   drop_remainder: bool = False, dense=()):
         """A function ``fn(input_context=None) -> tf.data.Dataset`` reading this worker's spool.
 
         Elements are ``(dict of feature tensors, label)`` (or the dict alone without ``label``),
         ``batch_size`` rows each. ``fill={"col": value}`` replaces nulls; without it a column with
-        nulls is an error. In PS mode the dataset repeats (``repeat=None``), as
+        nulls is an error. Sparse vector columns (``elearn.sparse_vectors``) are ``tf.SparseTensor``
+        unless named in ``dense``. In PS mode the dataset repeats (``repeat=None``), as
         ``ClusterCoordinator`` needs; pass ``repeat=False`` for one pass. For custom loops in PS mode::
 
             it = iter(ctx.coordinator.create_per_worker_dataset(ctx.dataset_fn(label="y")))
@@ -126,6 +127,10 @@ class TrainContext:
         kinds = {c.name: c.kind for c in info.columns}
         nulls = {c: n for c, n in info.nulls.items() if n and c in used and c not in fills}
         list_fills = [c for c in fills if c in used and kinds.get(c) == "list" and info.nulls.get(c)]
+        not_sparse = [c for c in dense if kinds.get(c) != "sparse"]
+        if not_sparse:
+            raise FeedError(f"dense={not_sparse}: only sparse vector columns (elearn.sparse_vectors) "
+                            "can be densified; other columns already arrive dense")
         if list_fills:
             raise FeedError(f"fill is not supported for array columns {list_fills}; clean them in "
                             "pre_train, e.g. F.coalesce(col, F.array()) or F.transform(...)")
@@ -138,7 +143,8 @@ class TrainContext:
             repeat = True  # both modes: Model.fit runs steps_per_epoch steps of an endless stream
         kwargs = dict(features=wanted, label=label, batch_size=batch_size, shuffle=shuffle, seed=seed,
                       repeat=repeat, fill={c: v for c, v in fills.items() if c in used}, ragged=ragged,
-                      list_lengths=info.list_lengths, drop_remainder=drop_remainder)
+                      list_lengths=info.list_lengths, drop_remainder=drop_remainder,
+                      sizes=info.sizes, dense=tuple(dense))
         columns = info.columns
         if self.mode == "ps":
             dirs, chunks = list(info.dirs), list(info.chunks)

@@ -94,6 +94,7 @@ class FeedInfo:
     rows: list = field(default_factory=list)
     nulls: dict = field(default_factory=dict)       # column -> total nulls
     list_lengths: dict = field(default_factory=dict)  # column -> (min, max)
+    sizes: dict = field(default_factory=dict)       # sparse vector column -> width
 
     @property
     def total_rows(self) -> int:
@@ -109,6 +110,8 @@ class FeedInfo:
             info.rows.append(meta["rows"])
             for col, n in meta["nulls"].items():
                 info.nulls[col] = info.nulls.get(col, 0) + n
+            for col, width in meta.get("sizes", {}).items():
+                info.sizes[col] = max(info.sizes.get(col, 0), width)
             for col, (lo, hi) in meta["list_lengths"].items():
                 if lo is None:
                     continue

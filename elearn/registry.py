@@ -31,6 +31,31 @@ def _load(raw: bytes):
     return json.loads(raw.decode()) if raw else None
 
 
+def app_credentials(secret_file: str) -> tuple[list, list]:
+    """Digest credentials for one application: ``(auth_data, acl)`` for kazoo.
+
+    Every znode of the application carries the ACL, so another application (or a stray client)
+    cannot change or delete them; the daemons get the credentials with their Spark task. The
+    secret is generated once per application and kept (mode 600) in its directory, so a re-run
+    under the same name after a driver loss can still clean up and take over its namespace.
+    """
+    import os
+    import secrets
+
+    from kazoo.security import make_digest_acl
+
+    if os.path.exists(secret_file):
+        with open(secret_file) as f:
+            password = f.read().strip()
+    else:
+        password = secrets.token_hex(16)
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password)
+    user = "elearn"
+    return [("digest", f"{user}:{password}")], [make_digest_acl(user, password, all=True)]
+
+
 class AppRegistry:
     """The znodes of one application, seen through one kazoo client."""
 
@@ -42,8 +67,12 @@ class AppRegistry:
 
     # -- driver side -------------------------------------------------------------------------
     def create(self) -> None:
-        for path in (self.base, f"{self.base}/ps", f"{self.base}/worker"):
-            self.client.ensure_path(path, acl=self.acl)
+        """The application's namespace, replacing what an earlier run of the same name left."""
+        self.client.ensure_path(ROOT)  # shared by all applications: open
+        self.delete()
+        self.client.create(self.base, acl=self.acl)
+        for path in (f"{self.base}/ps", f"{self.base}/worker"):
+            self.client.create(path, acl=self.acl)
         self.set_state("starting", generation=0)
 
     def set_state(self, state: str, **extra) -> None:

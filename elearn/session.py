@@ -14,9 +14,10 @@ _LOCAL = re.compile(r"local(?:\[(\*|\d+)(?:\s*,\s*(\d+))?\])?$")
 _LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]$")
 
 
-def default_master(nodes: int) -> str:
+def default_master(nodes: int, max_restarts: int = 3) -> str:
     # local[K] runs K tasks at once whatever the core count; every node is one long task.
-    return f"local[{max(nodes, 1)}]"
+    # local[K,F] lets Spark rerun a node's task whose Python worker died (F attempts).
+    return f"local[{max(nodes, 1)},{max(2, max_restarts + 1)}]"
 
 
 def is_single_host(master: str) -> bool:
@@ -51,6 +52,12 @@ def check_slots(master: str, ps: int, workers: int, conf: dict) -> None:
             f"or ask for fewer nodes.")
 
 
+def _inherited_python() -> str | None:
+    # A relative PYSPARK_PYTHON (./environment/bin/python) is a previous submit's shipped archive.
+    value = os.environ.get("PYSPARK_PYTHON")
+    return value if value and os.path.isabs(value) else None
+
+
 def cluster_conf(opts, master: str, say=lambda msg: None) -> dict:
     """``opts.conf`` plus what the shipped environment and the node shapes need.
 
@@ -77,7 +84,7 @@ def build_session(app_name: str, master: str, conf: dict, quiet: bool = True):
         "spark.log.structuredLogging.enabled": "false",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
         # Executors run the driver's interpreter unless an environment is shipped (--archives).
-        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
+        "spark.pyspark.python": _inherited_python() or sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
     if quiet:

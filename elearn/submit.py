@@ -82,7 +82,7 @@ def submit(job, **options) -> SubmitResult:
         with app:
             console.say(f"application {app.id} ({opts.mode} mode: {opts.ps} ps, {opts.workers} workers); "
                         f"logs and state in {app.dir}")
-            master = opts.master or default_master(opts.ps + opts.workers)
+            master = opts.master or default_master(opts.ps + opts.workers, opts.max_restarts)
             app.master = master
             check_slots(master, opts.ps, opts.workers, opts.conf)
             spark_conf = cluster_conf(opts, master, console.say)

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 from kazoo.client import KazooClient
@@ -31,7 +32,19 @@ def pyspark_jars() -> str:
 
 
 def connect(hosts: str, timeout: float = 10.0, auth_data=None) -> KazooClient:
-    """A started kazoo client, or a ClusterError naming the address when nobody answers in time."""
+    """A started kazoo client, or a ClusterError naming the address when nobody answers in time.
+
+    ``hosts`` may end in a chroot (``h1:2181,h2:2181/team``); it is created if missing.
+    """
+    if "/" in hosts:
+        servers, chroot = hosts.split("/", 1)
+        if chroot.strip("/"):
+            root = connect(servers, timeout)
+            try:
+                root.ensure_path("/" + chroot.strip("/"))
+            finally:
+                root.stop()
+                root.close()
     client = KazooClient(hosts=hosts, timeout=timeout, auth_data=auth_data,
                          connection_retry={"max_tries": -1, "delay": 0.2, "max_delay": 2})
     try:
@@ -51,20 +64,30 @@ def connect(hosts: str, timeout: float = 10.0, auth_data=None) -> KazooClient:
 
 
 class EmbeddedZooKeeper:
-    """A single ZooKeeper server in a child JVM; ``with`` it or call ``stop()``."""
+    """A single ZooKeeper server in a child JVM; ``with`` it or call ``stop()``.
 
-    def __init__(self, data_dir: str, port: int | None = None, start_timeout: float = 60.0):
+    With ``supervise=True`` a server that dies is started again on the same port and data
+    directory (its znodes survive; sessions reconnect), and ``on_restart`` is told.
+    """
+
+    def __init__(self, data_dir: str, port: int | None = None, start_timeout: float = 60.0,
+                 supervise: bool = False, on_restart=None):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(data_dir, "zookeeper.log")
+        self.supervise = supervise
+        self.on_restart = on_restart
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def hosts(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "EmbeddedZooKeeper":
+    def start(self, fresh: bool = True) -> "EmbeddedZooKeeper":
         java = shutil.which("java") or (os.path.join(os.environ["JAVA_HOME"], "bin", "java")
                                         if os.environ.get("JAVA_HOME") else None)
         if not java:
@@ -73,6 +96,8 @@ class EmbeddedZooKeeper:
         jars = pyspark_jars()
         if not glob.glob(os.path.join(jars, "zookeeper-*.jar")):
             raise ClusterError(f"no zookeeper jar under {jars}; pass --zk HOST:PORT instead")
+        if fresh:  # znodes of an earlier run under the same app name are stale
+            shutil.rmtree(os.path.join(self.data_dir, "data"), ignore_errors=True)
         os.makedirs(os.path.join(self.data_dir, "data"), exist_ok=True)
         cmd = [java, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                "-Dzookeeper.admin.enableServer=false", "-Dzookeeper.4lw.commands.whitelist=",
@@ -97,9 +122,33 @@ class EmbeddedZooKeeper:
                     raise ClusterError(f"embedded ZooKeeper did not answer on {self.hosts} within "
                                        f"{self.start_timeout:.0f}s; see {self.log_path}")
         log.info("embedded ZooKeeper up at %s", self.hosts)
+        if self.supervise and self._watcher is None:
+            # The JVM dies with the thread that started it (PDEATHSIG): restarts happen here too.
+            self._watcher = threading.Thread(target=self._watch, name="elearn-zk-supervisor", daemon=True)
+            self._watcher.start()
         return self
 
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            proc = self.proc
+            if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+                self.restarts += 1
+                try:
+                    self.start(fresh=False)
+                except ClusterError as exc:
+                    log.error("embedded ZooKeeper could not be restarted: %s", exc)
+                    return
+                if self.on_restart:
+                    self.on_restart(self.restarts)
+        if self.proc is not None:
+            stop_process(self.proc, grace=5.0)
+            self.proc = None
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(30)
+            self._watcher = None
         if self.proc is not None:
             stop_process(self.proc, grace=5.0)
             self.proc = None

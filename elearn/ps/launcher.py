@@ -27,6 +27,7 @@ from elearn.feed import FeedInfo
 from elearn.procs import free_port, popen_child, stop_process
 from elearn.ps.tasks import STATS_SCHEMA, ps_task, worker_arrow_task, worker_task
 from elearn.registry import wait_until
+from elearn.resources_profile import build_profiles
 from elearn.restart import RestartPolicy
 from elearn.runtime.daemon import tail
 
@@ -51,16 +52,24 @@ class _SparkJob(threading.Thread):
 
 def _launch(app, frame, plan, node_app: dict, ps: int, workers: int) -> None:
     sc = app.spark.sparkContext
+    if not hasattr(app, "profiles"):  # built (and any "not applied" said) once per application
+        app.profiles = build_profiles(app.spark, app.opts, app.master, app.console.say)
+    profiles = app.profiles
+
+    def shaped(rdd, role):
+        return rdd.withResources(profiles[role]) if profiles[role] is not None else rdd
 
     def ps_body():
         rdd = sc.parallelize(range(ps), ps)
-        return rdd.mapPartitionsWithIndex(lambda i, _: [ps_task(node_app, i)]).collect()
+        return shaped(rdd.mapPartitionsWithIndex(lambda i, _: [ps_task(node_app, i)]), "ps").collect()
 
     def worker_body():
         if frame is None:
             rdd = sc.parallelize(range(workers), workers)
-            return rdd.mapPartitionsWithIndex(lambda i, _: [worker_task(node_app, plan, i, [])]).collect()
-        rows = frame.mapInArrow(worker_arrow_task(node_app, plan), STATS_SCHEMA).collect()
+            rdd = rdd.mapPartitionsWithIndex(lambda i, _: [worker_task(node_app, plan, i, [])])
+            return shaped(rdd, "worker").collect()
+        rows = frame.mapInArrow(worker_arrow_task(node_app, plan), STATS_SCHEMA,
+                                profile=profiles["worker"]).collect()
         return [json.loads(r.stats) for r in rows]
 
     for name, body in (("ps", ps_body), ("worker", worker_body)):

@@ -22,6 +22,7 @@ from kazoo.protocol.states import KazooState
 from elearn.errors import ClusterError
 from elearn.procs import free_port, popen_child, stop_process
 from elearn.registry import AppRegistry, wait_until
+from elearn.resources_profile import task_gpu_env
 from elearn.runtime.hosts import advertise_host
 from elearn.zookeeper import connect
 
@@ -47,6 +48,8 @@ def child_env(app: dict, extra: dict | None = None) -> dict:
     if not app.get("tf_log"):
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    # The TF process sees only the GPUs Spark assigned to this task (none: none).
+    env.update(task_gpu_env())
     env.update(app.get("env") or {})
     env.update(extra or {})
     return env
@@ -74,7 +77,7 @@ class NodeDaemon:
         self.app = app
         self.role, self.index = role, index
         self.extra = dict(extra or {})
-        node_dir = app["node_dir"]
+        node_dir = os.path.abspath(app["node_dir"])  # relative to the executor's working dir
         os.makedirs(os.path.join(node_dir, "logs"), exist_ok=True)
         self.log_path = os.path.join(node_dir, "logs", f"{role}-{index}.log")
         self.restarts = 0
@@ -103,7 +106,8 @@ class NodeDaemon:
     def connect(self) -> None:
         """Join ZooKeeper and say this node exists (state ``spooling`` while a worker feeds)."""
         self.started = time.time()
-        self.client = connect(self.app["zk"], timeout=self.app.get("zk_timeout", 15))
+        self.client = connect(self.app["zk"], timeout=self.app.get("zk_timeout", 15),
+                              auth_data=[tuple(a) for a in self.app.get("zk_auth") or []] or None)
         self.client.add_listener(self._on_zk_state)
         self.reg = AppRegistry(self.client, self.app["app_id"])
         self.host = advertise_host(self.app.get("loopback", False))

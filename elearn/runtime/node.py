@@ -29,7 +29,9 @@ def main() -> None:
     server = tf.distribute.Server(
         tf.train.ClusterSpec(cfg["cluster"]), job_name=cfg["role"], task_index=cfg["index"],
         protocol="grpc", start=True)
-    print(f"elearn node {cfg['role']}:{cfg['index']} serving at {server.target}", flush=True)
+    # The interpreter's prefix shows which environment (a shipped archive or not) the node runs in.
+    print(f"elearn node {cfg['role']}:{cfg['index']} serving at {server.target} "
+          f"(python {sys.prefix}, tensorflow {os.path.dirname(tf.__file__)})", flush=True)
     server.join()
 
 

@@ -6,16 +6,17 @@ import os
 import pyarrow as pa
 
 from elearn.feed import TAG, FeedPlan
-from elearn.runtime.spool import SpoolWriter
+from elearn.runtime.spool import CHUNK_ROWS, SpoolWriter
 
 
 def spool_dir(node_dir: str, name: str, index: int) -> str:
     return os.path.join(node_dir, "spool", name, str(index))
 
 
-def spool_partition(batches, plan: FeedPlan, node_dir: str, index: int) -> dict:
+def spool_partition(batches, plan: FeedPlan, node_dir: str, index: int,
+                    chunk_rows: int = CHUNK_ROWS) -> dict:
     """Stream ``batches`` to disk; returns ``{name: spool meta}`` with each spool's directory."""
-    writers = {name: SpoolWriter(spool_dir(node_dir, name, index), plan.feed_columns(name))
+    writers = {name: SpoolWriter(spool_dir(node_dir, name, index), plan.feed_columns(name), chunk_rows)
                for name in plan.names}
     for batch in batches:
         if plan.single:

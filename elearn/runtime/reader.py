@@ -49,7 +49,18 @@ def _parse_chunk(columns: Sequence[FeedColumn], wanted: Sequence[str], fixed: Ma
             j, dtype = first_block[c.name], _TF_DTYPES[c.dtype]
             values = block(j, dtype)
             valid = block(j + BLOCKS[c.kind] - 1, tf.bool)
-            if c.kind == "list":
+            if c.kind == "sparse":
+                # Travels as two ragged tensors (column ids, values) that shuffle and rebatch like
+                # any list column; becomes a SparseTensor once batched (see spool_dataset).
+                values = block(j + 1, dtype)
+                splits = block(j + 2, tf.int64)
+                values.set_shape([None])
+                splits.set_shape([None])
+                ids = block(j, tf.int64)
+                ids.set_shape([None])
+                out[c.name] = (tf.RaggedTensor.from_row_splits(ids, splits, validate=False),
+                               tf.RaggedTensor.from_row_splits(values, splits, validate=False))
+            elif c.kind == "list":
                 splits = block(j + 1, tf.int64)
                 splits.set_shape([None])
                 values.set_shape([None])
@@ -76,12 +87,14 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
                   batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
                   repeat: bool = False, fill: Mapping[str, object] | None = None,
                   ragged: bool = False, list_lengths: Mapping[str, Sequence[int]] | None = None,
+                  sizes: Mapping[str, int] | None = None, dense: Sequence[str] = (),
                   drop_remainder: bool = False) -> tf.data.Dataset:
     """A batched dataset of ``(features_dict, label)`` (or ``features_dict`` without a label).
 
     ``list_lengths[name] = (min, max)`` over the whole dataset decides how list columns come out:
     equal lengths give a dense ``[batch, k]`` tensor; otherwise padded with zeros to the longest
-    list, or a ``tf.RaggedTensor`` when ``ragged=True``.
+    list, or a ``tf.RaggedTensor`` when ``ragged=True``. Sparse vector columns come out as
+    ``tf.SparseTensor`` of shape ``[batch, sizes[name]]``, or dense when named in ``dense``.
     """
     fill = dict(fill or {})
     names = [c.name for c in columns]
@@ -97,8 +110,8 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
                 fixed[c.name] = int(hi)
             else:
                 pad[c.name] = int(hi or 0)
-    use_ragged = ragged and any(c.kind == "list" and c.name not in fixed and c.name in wanted
-                                for c in columns)
+    sizes = dict(sizes or {})
+    sparse = [c.name for c in columns if c.kind == "sparse" and c.name in wanted]
 
     paths = chunk_paths(directory, chunks)
     if shuffle:
@@ -110,15 +123,28 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
 
     def permute(n, cols):
         order = tf.random.shuffle(tf.range(n), seed=seed)
-        return n, {k: tf.gather(v, order) for k, v in cols.items()}
+        return n, tf.nest.map_structure(lambda v: tf.gather(v, order), cols)
 
     if shuffle:
         ds = ds.map(permute, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     ds = ds.map(lambda n, cols: cols)
-    if use_ragged:
-        ds = ds.unbatch().ragged_batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    # rebatch slices and joins whole chunks (ragged components included): no per-row ops.
+    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    if sparse:
+        def to_sparse(cols):
+            cols = dict(cols)
+            for name in sparse:
+                ids, values = cols[name]
+                index = tf.stack([ids.value_rowids(), ids.flat_values], axis=1)
+                shape = tf.stack([ids.nrows(), tf.constant(int(sizes.get(name, 0)), tf.int64)])
+                st = tf.sparse.SparseTensor(index, values.flat_values, shape)
+                if name in dense:
+                    st = tf.sparse.to_dense(st)
+                    st.set_shape([None, int(sizes.get(name, 0))])
+                cols[name] = st
+            return cols
+
+        ds = ds.map(to_sparse, num_parallel_calls=tf.data.AUTOTUNE)
     if label:
         ds = ds.map(lambda cols: ({k: cols[k] for k in features}, cols[label]))
     else:

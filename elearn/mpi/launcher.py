@@ -1,0 +1,196 @@
+"""Allreduce mode on the driver: launch the barrier stage and report what the group did.
+
+``train(ctx)`` runs in every worker's TF process (see ``elearn.mpi.task`` and
+``elearn.mpi.worker``); the driver ships the job there, waits for the tasks to register and then
+for the stage to end, says each restart of the group as it happens, and turns the tasks' outcomes
+into the result: the chief's exported model, or an error with every failed worker's last lines.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+from elearn.errors import ClusterError, JobError
+from elearn.mpi.restarts import GroupRestarts
+from elearn.mpi.task import STATS_SCHEMA, allreduce_arrow_task, allreduce_task
+from elearn.registry import wait_until
+
+RUNTIMES = ("tf", "horovod")
+
+
+class _Stage(threading.Thread):
+    """The barrier stage, collected from a driver thread so the driver can watch and report."""
+
+    def __init__(self, app, body):
+        super().__init__(name="elearn-allreduce-job", daemon=True)
+        self.app, self.body, self.role = app, body, "allreduce"
+        self.result, self.error = None, None
+
+    def run(self):
+        sc = self.app.spark.sparkContext
+        sc.setJobGroup(f"{self.app.id}-allreduce", f"elearn allreduce workers of {self.app.id}",
+                       interruptOnCancel=True)
+        try:
+            self.result = self.body()
+        except Exception as exc:  # reported by the driver's wait
+            self.error = exc
+
+
+def ship_job(job) -> bytes:
+    """The job instance pickled by value, so a worker process can rebuild it without the job file."""
+    from pyspark import cloudpickle
+
+    module = sys.modules.get(type(job).__module__)
+    if module is not None and module.__name__.startswith("elearn_job_"):
+        # Job files are loaded under a generated module name no other process can import.
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(job)
+    except Exception as exc:
+        raise JobError(
+            f"the {type(job).__name__} instance cannot be shipped to the allreduce workers "
+            f"({exc.__class__.__name__}: {exc}). train(ctx) runs in other processes in this mode: "
+            "keep Spark objects, open connections and locks out of self (build them in train)") from exc
+
+
+def _job_paths(job) -> list:
+    module = sys.modules.get(type(job).__module__)
+    path = getattr(module, "__file__", None)
+    return [os.path.dirname(os.path.abspath(path))] if path else []
+
+
+def _node_app(app, job) -> dict:
+    opts = app.opts
+    runtime = getattr(opts, "runtime", "tf") or "tf"
+    if runtime not in RUNTIMES:
+        raise JobError(f"--runtime {runtime!r} is not known; use one of {', '.join(RUNTIMES)}")
+    if runtime == "horovod":
+        from elearn.mpi.horovod import require_horovod
+
+        require_horovod()
+    return {**app.node_spec(loopback=app.single_host), "job": ship_job(job), "workers": opts.workers,
+            "runtime": runtime, "fill": opts.fill, "checkpoint_dir": app.checkpoint_dir,
+            "model_dir": app.model_dir, "log_dir": app.log_dir, "sys_path": _job_paths(job)}
+
+
+def _launch(app, frame, plan, node_app: dict) -> _Stage:
+    sc, workers = app.spark.sparkContext, app.opts.workers
+
+    def body():
+        if frame is None:
+            rdd = sc.parallelize(range(workers), workers).barrier()
+            return [json.loads(s) for s in rdd.mapPartitions(allreduce_task(node_app, plan)).collect()]
+        rows = frame.mapInArrow(allreduce_arrow_task(node_app, plan), STATS_SCHEMA, barrier=True).collect()
+        return [json.loads(r.stats) for r in rows]
+
+    stage = _Stage(app, body)
+    app.threads.append(stage)
+    stage.start()
+    return stage
+
+
+def _spark_message(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("ElearnError:", "ClusterError:", "FeedError:", "JobError:"):
+        if marker in text:
+            return text[text.index(marker):].splitlines()[0]
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][:12])
+
+
+def _watch(app, stage: _Stage) -> list:
+    """Wait for the stage; say registration, restarts; fail with a reason when it cannot finish."""
+    opts, say, reg = app.opts, app.console.say, app.registry
+    restarts = GroupRestarts(app.client, app.id)
+    seen = {"registered": -1, "restarts": 0, "training": False}
+
+    def registered():
+        if stage.error is not None or not stage.is_alive():
+            return True
+        n = len(reg.nodes("worker"))
+        if n != seen["registered"]:
+            seen["registered"] = n
+            say(f"workers registered {n}/{opts.workers}")
+        return n >= opts.workers
+
+    wait_until(registered, opts.register_timeout, interval=0.3, on_timeout=lambda: ClusterError(
+        f"only {len(reg.nodes('worker'))} of {opts.workers} allreduce workers started within "
+        f"{opts.register_timeout:.0f}s. A barrier stage needs all {opts.workers} tasks running at "
+        "once: check that the cluster has that many free task slots (executors x cores / "
+        "spark.task.cpus), or raise --register-timeout."))
+    app.mark("register")
+
+    def finished():
+        nodes = reg.nodes("worker")
+        if not seen["training"] and any(n.get("state") == "running" for n in nodes.values()):
+            seen["training"] = True
+            app.mark("feed")
+            say(f"training: train(ctx) runs in {opts.workers} worker processes "
+                f"(logs: {os.path.join(app.node_dir, 'logs')})")
+        for req in restarts.all()[seen["restarts"]:]:
+            seen["restarts"] += 1
+            if req["attempt"] < opts.max_restarts:
+                say(f"restart {req['attempt'] + 1}/{opts.max_restarts} of the group: {req['reason']}")
+                app.event("restart", **req)
+            else:
+                say(f"{req['reason']}; no restarts left (--max-restarts {opts.max_restarts})")
+        return not stage.is_alive()
+
+    wait_until(finished, 3600 * 24 * 365, interval=0.5)
+    if stage.error is not None:
+        raise ClusterError(f"the allreduce Spark job failed: {_spark_message(stage.error)}") from stage.error
+    return sorted(stage.result or [], key=lambda s: s["index"])
+
+
+def _failure(stats: list, max_restarts: int) -> ClusterError:
+    errors = [e for s in stats for e in s.get("errors", [])]
+    if any(s.get("aborted") for s in stats):
+        return ClusterError("the allreduce workers were stopped before training finished")
+    # Workers stopped because a peer failed say so; the failures themselves come first.
+    errors.sort(key=lambda e: bool(e.get("stopped")))
+    shown, lines = set(), []
+    for e in errors:
+        if e["worker"] in shown or e.get("stopped") and lines:
+            continue
+        shown.add(e["worker"])
+        lines.append(f"--- {e['reason']} (attempt {e['attempt'] + 1})")
+        if e.get("error"):
+            lines.append(e["error"])
+    attempts = max(len(s.get("attempts", [])) for s in stats)
+    return ClusterError(f"allreduce training failed in all {attempts} attempts "
+                        f"(--max-restarts {max_restarts}); the workers' last errors:\n" + "\n".join(lines))
+
+
+def run_allreduce(app, job, frame, plan) -> dict:
+    """Run ``job`` in allreduce mode; returns what the result needs (model path, rows, restarts)."""
+    node_app = _node_app(app, job)
+    stage = _launch(app, frame, plan, node_app)
+    stats = _watch(app, stage)
+    app.mark("train")
+    if len(stats) != app.opts.workers:
+        raise ClusterError(f"the allreduce stage returned {len(stats)} of {app.opts.workers} workers")
+    if not all(s.get("ok") for s in stats):
+        raise _failure(stats, app.opts.max_restarts)
+    restarts = stats[0]["restarts"]
+    if restarts:
+        app.console.say(f"training succeeded after {restarts} restart(s) of the group")
+    model_dir = stats[0].get("model_dir")
+    if model_dir:
+        app.console.say(f"model exported to {model_dir} (load with tf.saved_model.load)")
+    app.event("allreduce", restarts=restarts, rows=[s["feed_rows"] for s in stats])
+    rows = {n: sum(s["feed_rows"].get(n, 0) for s in stats) for n in plan.names}
+    return {"model_dir": model_dir, "rows": rows, "restarts": restarts}
+
+
+def node_stats(app) -> list:
+    """Per-worker statistics of the last allreduce stage (restarts, attempts, rows, seconds)."""
+    out = []
+    for t in app.threads:
+        if isinstance(t, _Stage) and t.result:
+            out.extend(t.result)
+    return out
+
+
+__all__ = ["run_allreduce", "node_stats", "ship_job"]

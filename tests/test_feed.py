@@ -1,0 +1,333 @@
+"""The Arrow feed through real Spark: plan -> mapInArrow -> spool -> native TF reader -> TrainContext.
+
+One in-process local Spark session; each worker's partition is spooled by the same function the
+worker tasks run (``spool_partition``) inside a real ``mapInArrow`` job, and read back through
+``TrainContext.dataset_fn`` exactly as ``train`` would. No mocks.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+import os
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+from elearn import FeedError, TrainContext, sparse_vectors  # noqa: E402
+from elearn.feed import FeedInfo, normalize_frames, plan_feed  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    s = (SparkSession.builder.master("local[2]").appName("elearn-feed-tests")
+         .config("spark.ui.showConsoleProgress", "false")
+         .config("spark.sql.shuffle.partitions", "4")
+         .config("spark.sql.session.timeZone", "UTC")
+         .config("spark.pyspark.python", sys.executable).getOrCreate())
+    s.sparkContext.setLogLevel("ERROR")
+    yield s
+    s.stop()
+
+
+def spool_frames(frames, workers, root, chunk_rows=65536) -> dict:
+    """What the worker job does, minus the TF server: returns ``{name: FeedInfo}``."""
+    import pyarrow as pa
+
+    from elearn.runtime.partition import spool_partition
+
+    frame, plan = plan_feed(normalize_frames(frames), workers)
+
+    def task(batches):
+        from pyspark import TaskContext
+
+        index = TaskContext.get().partitionId()
+        metas = spool_partition(batches, plan, str(root), index, chunk_rows=chunk_rows)
+        yield pa.RecordBatch.from_pydict({"index": [index], "metas": [json.dumps(metas)]})
+
+    rows = sorted(frame.mapInArrow(task, "index long, metas string").collect())
+    assert [r.index for r in rows] == list(range(workers))
+    metas = [json.loads(r.metas) for r in rows]
+    return {name: FeedInfo.gather(name, plan, [m[name] for m in metas]) for name in plan.names}
+
+
+def context(feeds, mode="allreduce", worker=0, workers=None, fill=None) -> TrainContext:
+    n = workers or (len(next(iter(feeds.values())).rows) if feeds else 1)
+    return TrainContext(strategy=None, mode=mode, task_type="worker", task_index=worker,
+                        num_workers=n, num_ps=1 if mode == "ps" else 0, checkpoint_dir="",
+                        model_dir="", log_dir="", args={}, feeds=feeds, fill=fill or {},
+                        local_worker=worker)
+
+
+def read_all(feeds, name="train", **kwargs):
+    """Every worker's rows as ``{column: ndarray}`` in id order (unbatched)."""
+    out = {}
+    for w in range(len(feeds[name].rows)):
+        for batch in context(feeds, worker=w).dataset_fn(name, repeat=False, **kwargs)():
+            features = batch[0] if isinstance(batch, tuple) else batch
+            for k, v in features.items():
+                out.setdefault(k, []).append(v)
+    return out
+
+
+def ids_per_worker(feeds, epochs, **kwargs):
+    """``[worker][epoch] -> list of ids`` read through a repeating dataset, split at epoch size."""
+    seen = []
+    for w, rows in enumerate(feeds["train"].rows):
+        ds = context(feeds, worker=w).dataset_fn(features=["id"], repeat=True, **kwargs)()
+        stream = []
+        for batch in ds:
+            stream.extend(batch["id"].numpy().tolist())
+            if len(stream) >= rows * epochs:
+                break
+        seen.append([stream[e * rows:(e + 1) * rows] for e in range(epochs)])
+    return seen
+
+
+# -- types -----------------------------------------------------------------------------------------
+def typed_frame(spark, n):
+    from pyspark.ml.linalg import Vectors, VectorUDT
+    from pyspark.sql import types as T
+
+    schema = T.StructType([
+        T.StructField("id", T.LongType()), T.StructField("i8", T.ByteType()),
+        T.StructField("i16", T.ShortType()), T.StructField("i32", T.IntegerType()),
+        T.StructField("f32", T.FloatType()), T.StructField("f64", T.DoubleType()),
+        T.StructField("flag", T.BooleanType()), T.StructField("name", T.StringType()),
+        T.StructField("blob", T.BinaryType()), T.StructField("day", T.DateType()),
+        T.StructField("ts", T.TimestampType()), T.StructField("money", T.DecimalType(10, 2)),
+        T.StructField("fixed", T.ArrayType(T.IntegerType())),
+        T.StructField("var", T.ArrayType(T.DoubleType())),
+        T.StructField("dvec", VectorUDT()), T.StructField("svec", VectorUDT()),
+        T.StructField("sparse", VectorUDT()),
+    ])
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    rows = []
+    for i in range(n):
+        rows.append((
+            i, i % 100 - 50, i * 7 - 300, i * 1000, i / 4, i / 3, i % 3 == 0, f"név-{i}" * (i % 4),
+            bytes([i % 256, 0, 255]), dt.date(1970, 1, 1) + dt.timedelta(days=i - 20),
+            epoch + dt.timedelta(seconds=i * 3600, microseconds=i),
+            decimal.Decimal(f"{i}.{i % 100:02d}"), [i, i + 1, i + 2], [float(i)] * (i % 4),
+            Vectors.dense([i, -i]), Vectors.sparse(5, [i % 5], [float(i)]),
+            Vectors.sparse(1 << 20, [i, 1000 + i], [1.0, float(i)]),
+        ))
+    return spark.createDataFrame(rows, schema), epoch
+
+
+def test_every_supported_type_arrives_with_exact_values(spark, tmp_path):
+    n = 40
+    df, epoch = typed_frame(spark, n)
+    feeds = spool_frames({"train": sparse_vectors(df, "sparse")}, 2, tmp_path)
+    info = feeds["train"]
+    assert info.total_rows == n and sorted(info.rows) == [20, 20]
+    kinds = {c.name: (c.kind, c.dtype) for c in info.columns}
+    assert kinds["day"] == ("scalar", "int64") and kinds["ts"] == ("scalar", "int64")
+    assert kinds["sparse"] == ("sparse", "float64") and kinds["svec"] == ("list", "float64")
+
+    got = read_all(feeds, shuffle=False, batch_size=7)
+    order = np.argsort(np.concatenate([t.numpy() for t in got["id"]]))
+
+    def col(name):
+        return np.concatenate([t.numpy() for t in got[name]])[order]
+
+    ids = np.arange(n)
+    assert got["i8"][0].dtype.name == "int8" and got["f32"][0].dtype.name == "float32"
+    np.testing.assert_array_equal(col("i8"), ids % 100 - 50)
+    np.testing.assert_array_equal(col("i16"), ids * 7 - 300)
+    np.testing.assert_array_equal(col("i32"), ids * 1000)
+    np.testing.assert_array_equal(col("f32"), (ids / 4).astype(np.float32))
+    np.testing.assert_array_equal(col("f64"), ids / 3)
+    np.testing.assert_array_equal(col("flag"), ids % 3 == 0)
+    assert [s.decode() for s in col("name")] == [f"név-{i}" * (i % 4) for i in ids]
+    assert list(col("blob")) == [bytes([i % 256, 0, 255]) for i in ids]
+    np.testing.assert_array_equal(col("day"), ids - 20)  # days since 1970-01-01
+    np.testing.assert_array_equal(col("ts"), ids * 3600 * 10**6 + ids)  # µs since epoch, UTC
+    np.testing.assert_allclose(col("money"), [float(f"{i}.{i % 100:02d}") for i in ids])
+    fixed = col("fixed")
+    assert fixed.shape == (n, 3)
+    np.testing.assert_array_equal(fixed, np.stack([ids, ids + 1, ids + 2], 1))
+    var = col("var")
+    assert var.shape == (n, 3)  # padded with zeros to the longest list
+    for i in ids:
+        np.testing.assert_array_equal(var[i], [float(i)] * (i % 4) + [0.0] * (3 - i % 4))
+    np.testing.assert_array_equal(col("dvec"), np.stack([ids, -ids], 1))
+    svec = col("svec")  # an undeclared sparse vector: densified by Spark
+    assert svec.shape == (n, 5)
+    np.testing.assert_array_equal(svec[ids, ids % 5], ids)
+    assert np.count_nonzero(svec) == np.count_nonzero(ids)
+
+    # Declared sparse: tf.SparseTensor [batch, 2**20] holding only the stored entries.
+    import tensorflow as tf
+
+    sp = got["sparse"][0]
+    assert isinstance(sp, tf.SparseTensor) and sp.shape.as_list() == [None, 1 << 20]
+    seen = {}
+    for id_batch, st in zip(got["id"], got["sparse"]):
+        assert int(st.dense_shape[1]) == 1 << 20
+        for (r, c), v in zip(st.indices.numpy(), st.values.numpy()):
+            seen.setdefault(int(id_batch[r]), []).append((int(c), float(v)))
+    assert seen == {i: [(i, 1.0), (1000 + i, float(i))] for i in range(n)}
+    # The spool holds the sparse entries, not 2**20 doubles per row.
+    assert sum(os.path.getsize(os.path.join(d, f)) for d in info.dirs for f in os.listdir(d)) < 1 << 20
+
+
+def test_ragged_lists_and_densified_sparse_vectors(spark, tmp_path):
+    df, _ = typed_frame(spark, 12)
+    feeds = spool_frames({"train": sparse_vectors(df.select("id", "var", "sparse"), "sparse")}, 1,
+                         tmp_path)
+    ds = context(feeds).dataset_fn(ragged=True, shuffle=False, batch_size=12, features=["id", "var"],
+                                   repeat=False)()
+    (batch,) = list(ds)
+    assert batch["var"].to_list() == [[float(i)] * (i % 4) for i in range(12)]
+    small = spool_frames({"train": sparse_vectors(
+        spark.createDataFrame(*_small_sparse()), "v")}, 1, tmp_path / "small")
+    (batch,) = list(context(small).dataset_fn(dense=["v"], shuffle=False, batch_size=8,
+                                                     repeat=False)())
+    np.testing.assert_array_equal(batch["v"].numpy(), [[0, 2.5, 0, 0], [1, 0, 0, 3], [0, 0, 0, 0]])
+
+
+def _small_sparse():
+    from pyspark.ml.linalg import Vectors
+
+    return ([(0, Vectors.sparse(4, [1], [2.5])), (1, Vectors.dense([1, 0, 0, 3])),
+             (2, Vectors.sparse(4, [], []))], ["id", "v"])
+
+
+def test_unsupported_types_fail_before_any_spark_job_naming_column_and_type(spark):
+    from pyspark.sql import functions as F
+
+    df = spark.range(3).select(
+        "id", F.create_map(F.lit("k"), F.col("id")).alias("attrs"),
+        F.struct(F.col("id").alias("a")).alias("pair"),
+        F.col("id").cast("decimal(38,10)").alias("amount"),
+        F.array(F.col("id").cast("string")).alias("tags"))
+    sc = spark.sparkContext
+    sc.setJobGroup("unsupported-check", "no job may run")
+    try:
+        with pytest.raises(FeedError) as err:
+            plan_feed({"train": df}, 2)
+        assert sc.statusTracker().getJobIdsForGroup("unsupported-check") == []
+    finally:
+        sc.setJobGroup("other", "")
+    text = str(err.value)
+    for needle in ("attrs (map<string,bigint>", "pair (struct<a:bigint>", "amount (decimal(38,10)",
+                   "tags (array<string>"):
+        assert needle in text, text
+    assert "id (" not in text
+
+
+def test_nulls_are_named_with_counts_and_fill_replaces_them(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    df = spark.range(100).select(
+        "id", F.when(F.col("id") % 10 == 0, None).otherwise(F.col("id") * 1.5).alias("x"),
+        F.when(F.col("id") < 7, None).otherwise(F.col("id") % 2 == 0).alias("b"),
+        F.when(F.col("id") == 3, None).otherwise(F.col("id").cast("string")).alias("s"))
+    feeds = spool_frames({"train": df}, 2, tmp_path)
+    with pytest.raises(FeedError) as err:
+        context(feeds).dataset_fn()
+    assert "b (7 nulls), s (1 nulls), x (10 nulls)" in str(err.value)
+    assert "fill=" in str(err.value)
+    # Fill only what is used: without s, x and b need a value; job-level fill covers b.
+    ctx_fill = {"b": True}
+    got = {}
+    for w in range(2):
+        ctx = context(feeds, worker=w, fill=ctx_fill)
+        for batch in ctx.dataset_fn(features=["id", "x", "b"], fill={"x": -1.0}, shuffle=False,
+                                    repeat=False)():
+            for k, v in batch.items():
+                got.setdefault(k, []).extend(v.numpy().tolist())
+    by_id = {i: (x, b) for i, x, b in zip(got["id"], got["x"], got["b"])}
+    assert len(by_id) == 100
+    for i, (x, b) in by_id.items():
+        assert x == (-1.0 if i % 10 == 0 else i * 1.5)
+        assert b == (True if i < 7 else i % 2 == 0)
+
+
+def test_exactly_once_per_epoch_with_shuffle_across_workers(spark, tmp_path):
+    n, workers, epochs = 30_000, 3, 3
+    feeds = spool_frames({"train": spark.range(n, numPartitions=5)}, workers, tmp_path,
+                         chunk_rows=1000)
+    info = feeds["train"]
+    assert info.total_rows == n and all(c >= 10 for c in info.chunks)
+    seen = ids_per_worker(feeds, epochs, batch_size=96, shuffle=True, seed=7)
+    all_ids = Counter()
+    for w in range(workers):
+        first = Counter(seen[w][0])
+        assert len(seen[w][0]) == info.rows[w] and max(first.values()) == 1
+        for e in range(1, epochs):
+            assert Counter(seen[w][e]) == first, f"worker {w} epoch {e} saw different rows"
+            assert seen[w][e] != seen[w][0], "shuffle did not change the order between epochs"
+        all_ids.update(first)
+    assert all_ids == Counter(range(n))  # each row on exactly one worker
+    # Without shuffling the order is the spool's own, and the same every epoch.
+    plain = ids_per_worker(feeds, 2, batch_size=96, shuffle=False)
+    for w in range(workers):
+        assert plain[w][0] == plain[w][1] and Counter(plain[w][0]) == Counter(seen[w][0])
+
+
+@pytest.mark.parametrize("layout", ["one-partition", "99-percent-in-one"])
+def test_skewed_input_is_balanced_within_one_batch(spark, tmp_path, layout):
+    n, workers, batch = 20_001, 4, 64
+    if layout == "one-partition":
+        df = spark.range(n, numPartitions=1)
+    else:
+        big = spark.range(0, 19_801, numPartitions=1)
+        df = big.union(spark.range(19_801, n, numPartitions=8))
+    feeds = spool_frames({"train": df}, workers, tmp_path)
+    rows = feeds["train"].rows
+    assert sum(rows) == n and max(rows) - min(rows) <= 1 < batch
+    per = [math.ceil(r / batch) for r in rows]
+    assert context(feeds, mode="ps").steps_per_epoch(batch) == sum(per)
+    assert context(feeds).steps_per_epoch(batch) == max(per)
+    # Every worker's dataset has exactly its share of batches.
+    for w in range(workers):
+        got = sum(1 for _ in context(feeds, worker=w).dataset_fn(features=["id"], batch_size=batch,
+                                                                 repeat=False)())
+        assert got == per[w]
+
+
+def test_several_named_dataframes_each_fed_by_name(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    train = spark.range(500).select("id", (F.col("id") * 2.0).alias("y"))
+    val = spark.range(1000, 1120).select("id", F.col("id").cast("string").alias("tag"),
+                                         (F.col("id") % 2 == 0).alias("y"))
+    feeds = spool_frames({"train": train, "validation": val}, 2, tmp_path)
+    assert sorted(feeds) == ["train", "validation"]
+    ctx = context(feeds)
+    assert ctx.rows("train") == 500 and ctx.rows("validation") == 120
+    got = read_all(feeds, "validation", label="y", shuffle=False)
+    ids = np.concatenate([t.numpy() for t in got["id"]])
+    assert sorted(ids.tolist()) == list(range(1000, 1120))
+    tags = np.concatenate([t.numpy() for t in got["tag"]])
+    assert [t.decode() for t in tags] == [str(i) for i in ids]
+    with pytest.raises(FeedError, match="no dataset named 'test' was fed; fed: train, validation"):
+        ctx.dataset_fn("test")
+    with pytest.raises(FeedError, match="label 'nope' is not a column of 'train'"):
+        ctx.dataset_fn(label="nope")
+
+
+def test_nothing_fed_says_so():
+    ctx = context({}, workers=2)
+    for call in (lambda: ctx.dataset(), lambda: ctx.dataset_fn(), lambda: ctx.rows(),
+                 lambda: ctx.steps_per_epoch(32)):
+        with pytest.raises(FeedError, match="nothing was fed: pre_train returned None"):
+            call()
+
+
+def test_sparse_vectors_rejects_non_vector_columns(spark):
+    df = spark.range(3)
+    with pytest.raises(FeedError, match="column 'id' is bigint, not an ML Vector"):
+        sparse_vectors(df, "id")
+    with pytest.raises(FeedError, match="no column 'v'"):
+        sparse_vectors(df, "v")

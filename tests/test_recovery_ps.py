@@ -1,0 +1,212 @@
+"""PS-mode fault injection on real processes (SIGKILL, not polite exits)."""
+import json
+import os
+import signal
+import time
+
+import pytest
+from conftest import assert_no_orphans, finish, job, start_pl_submit, tagged_pids
+
+from elearn.zookeeper import EmbeddedZooKeeper, connect
+
+TRUE_W = [2.0, -3.0, 0.5, 1.5]
+TOL = 0.1
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def environ(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def find_tf_node(tag, role, index):
+    want = f'"role": "{role}", "index": {index}'
+    for pid in tagged_pids(tag):
+        if "elearn.runtime.node" in cmdline(pid) and want in environ(pid):
+            return pid
+    return None
+
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def wait_for(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def start_job(tmp_path, *extra, app_name=None):
+    files = {k: tmp_path / f"{k}.jsonl" for k in ("progress", "out", "marker")}
+    args = [job("recover_ctl.py"), "--ps", 1, "--workers", 2,
+            *[a for k, p in files.items() for a in ("--arg", f"{k}={p}")], *extra]
+    if app_name:
+        args += ["--app-name", app_name]
+    return start_pl_submit(args, tmp_path), files
+
+
+def steps(files):
+    return [r["step"] for r in lines(files["progress"]) if "step" in r]
+
+
+def starts(files):
+    return [r for r in lines(files["progress"]) if "start" in r]
+
+
+def assert_learned(files):
+    (out,) = lines(files["out"])
+    for got, want in zip(out["w"], TRUE_W):
+        assert abs(got - want) < TOL, out
+    assert abs(out["b"] - 1.0) < TOL, out
+
+
+def assert_never_behind_checkpoint(files):
+    """After each restart train starts from the last checkpoint saved, never earlier."""
+    saved = 0
+    for r in lines(files["progress"]):
+        if "start" in r:
+            assert r["start"] == saved, (r, saved)
+        elif r.get("saved"):
+            saved = r["step"]
+
+
+def test_worker_tf_process_killed_training_continues_without_restart(tmp_path):
+    run, files = start_job(tmp_path, "--arg", "steps=300")
+    wait_for(lambda: any(s >= 60 for s in steps(files)), 300, "training to progress")
+    pid = wait_for(lambda: find_tf_node(run.tag, "worker", 0), 30, "worker 0's TF process")
+    os.kill(pid, signal.SIGKILL)
+    finish(run, timeout=300)
+    assert run.returncode == 0, run.output[-4000:]
+    assert len(starts(files)) == 1  # ParameterServerStrategy carried on: train never restarted
+    assert_learned(files)
+    assert_no_orphans(run.tag)
+
+
+def test_ps_tf_process_killed_train_resumes_from_checkpoint(tmp_path):
+    run, files = start_job(tmp_path)
+    wait_for(lambda: any(r.get("saved") and r["step"] >= 80 for r in lines(files["progress"])),
+             300, "a checkpoint at step 80")
+    pid = wait_for(lambda: find_tf_node(run.tag, "ps", 0), 30, "the PS TF process")
+    os.kill(pid, signal.SIGKILL)
+    finish(run, timeout=400)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "restart 1/3: ps:0" in run.stdout
+    s = starts(files)
+    assert len(s) == 2 and s[1]["start"] >= 80 and s[1]["restored"]
+    assert_never_behind_checkpoint(files)
+    assert_learned(files)
+    assert_no_orphans(run.tag)
+
+
+def test_worker_daemon_killed_spark_reruns_task_and_cluster_reforms(tmp_path):
+    run, files = start_job(tmp_path)
+    wait_for(lambda: any(r.get("saved") and r["step"] >= 80 for r in lines(files["progress"])),
+             300, "a checkpoint at step 80")
+    node = wait_for(lambda: find_tf_node(run.tag, "worker", 1), 30, "worker 1's TF process")
+    daemon = parent_of(node)
+    assert "python" in cmdline(daemon)
+    os.kill(daemon, signal.SIGKILL)
+    finish(run, timeout=400)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "worker:1 rerun by Spark" in run.stdout
+    assert len(starts(files)) == 2 and starts(files)[1]["start"] >= 80
+    assert_never_behind_checkpoint(files)
+    assert_learned(files)
+    assert_no_orphans(run.tag)
+
+
+def test_embedded_zookeeper_killed_is_restarted_and_training_finishes(tmp_path):
+    run, files = start_job(tmp_path, "--arg", "steps=300")
+    wait_for(lambda: any(s >= 40 for s in steps(files)), 300, "training to progress")
+    zk = wait_for(lambda: [p for p in tagged_pids(run.tag) if "ZooKeeperServerMain" in cmdline(p)],
+                  30, "the ZooKeeper JVM")
+    os.kill(zk[0], signal.SIGKILL)
+    finish(run, timeout=300)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "embedded ZooKeeper died and was restarted" in run.stdout
+    assert_learned(files)
+    assert_no_orphans(run.tag)
+
+
+def test_driver_killed_then_same_command_resumes_from_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    extra = ("--checkpoint-dir", str(ckpt))
+    run, files = start_job(tmp_path, *extra, app_name="resume-me")
+    wait_for(lambda: any(r.get("saved") and r["step"] >= 80 for r in lines(files["progress"])),
+             300, "a checkpoint at step 80")
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(30)
+    assert_no_orphans(run.tag, timeout=60)
+    saved = max(r["step"] for r in lines(files["progress"]) if r.get("saved"))
+    again, _ = start_job(tmp_path, *extra, app_name="resume-me")
+    finish(again, timeout=400)
+    assert again.returncode == 0, again.output[-4000:]
+    assert f"resuming from checkpoint" in again.stdout
+    assert starts(files)[-1]["start"] == saved
+    assert_learned(files)
+    assert_no_orphans(again.tag)
+
+
+def test_node_that_keeps_crashing_exhausts_restarts_with_its_log(tmp_path):
+    run, files = start_job(tmp_path, "--max-restarts", 1, "--arg", "pause=1.0")
+    wait_for(lambda: any(s >= 20 for s in steps(files)), 300, "training to progress")
+    for _ in range(2):  # the first death is restarted, the second exhausts --max-restarts 1
+        pid = wait_for(lambda: find_tf_node(run.tag, "ps", 0), 120, "the PS TF process")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: find_tf_node(run.tag, "ps", 0) != pid or run.proc.poll() is not None,
+                 60, "the PS to be restarted")
+    finish(run, timeout=300)
+    assert run.returncode != 0
+    assert "ps:0" in run.stderr and ("giving up" in run.stderr or "kept failing" in run.stderr)
+    assert "elearn node ps:0 serving" in run.stderr  # the tail of the node's log
+    assert_no_orphans(run.tag)
+
+
+def test_other_credentials_cannot_delete_an_applications_znodes(tmp_path):
+    from kazoo.exceptions import NoAuthError
+
+    from elearn.registry import AppRegistry, app_credentials
+
+    with EmbeddedZooKeeper(str(tmp_path / "zk")) as zk:
+        auth, acl = app_credentials(str(tmp_path / "secret-a"))
+        owner = connect(zk.hosts, auth_data=auth)
+        AppRegistry(owner, "app-a", acl=acl).create()
+        AppRegistry(owner, "app-a", acl=acl).register("ps", 0, {"host": "h", "port": 1})
+        other_auth, _ = app_credentials(str(tmp_path / "secret-b"))
+        intruder = connect(zk.hosts, auth_data=other_auth)
+        try:
+            with pytest.raises(NoAuthError):
+                intruder.delete("/elearn/app-a/ps/0")
+            with pytest.raises(NoAuthError):
+                intruder.delete("/elearn/app-a", recursive=True)
+            with pytest.raises(NoAuthError):
+                intruder.set("/elearn/app-a/state", b"{}")
+            assert owner.exists("/elearn/app-a/ps/0")
+            AppRegistry(owner, "app-a", acl=acl).delete()
+            assert not owner.exists("/elearn/app-a")
+        finally:
+            intruder.stop()
+            owner.stop()
