@@ -140,7 +140,7 @@ class TrainContext:
                             f"ctx.dataset(..., fill={{'{next(iter(sorted(nulls)))}': 0}}) or "
                             "--fill COL=VALUE, or drop them in pre_train (df.na.drop / df.na.fill).")
         if repeat is None:
-            repeat = True  # both modes: Model.fit runs steps_per_epoch steps of an endless stream
+            repeat = self.mode == "ps"
         kwargs = dict(features=wanted, label=label, batch_size=batch_size, shuffle=shuffle, seed=seed,
                       repeat=repeat, fill={c: v for c, v in fills.items() if c in used}, ragged=ragged,
                       list_lengths=info.list_lengths, drop_remainder=drop_remainder,
@@ -159,16 +159,9 @@ class TrainContext:
             if info.rows[me] == 0 and info.total_rows:
                 raise FeedError(f"worker {me} received no rows of {name!r} ({info.total_rows} rows over "
                                 f"{len(info.rows)} workers): feed at least as many rows as --workers")
-            # Every worker runs the same steps per epoch or the collective hangs: each reads its
-            # own spool endlessly, and one pass is the largest worker's batch count (smaller
-            # partitions wrap around, nothing is dropped).
-            steps, one_pass = self.steps_per_epoch(batch_size, name), not repeat
-            kwargs["repeat"] = True
 
             def fn(input_context=None):
                 ds = spool_dataset(directory, n, columns, **kwargs)
-                if one_pass:
-                    ds = ds.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
                 options = tf.data.Options()
                 # Each worker already holds its own partition: sharding again would drop rows.
                 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -180,14 +173,29 @@ class TrainContext:
 
         PS mode: a ``DatasetCreator`` (pass ``steps_per_epoch=ctx.steps_per_epoch(batch_size)``).
         Allreduce mode: a distributed dataset of this worker's rows, ``batch_size`` rows per worker
-        per step (a global batch of ``batch_size * num_workers``); pass the same
-        ``steps_per_epoch=ctx.steps_per_epoch(batch_size)`` so every worker runs the same steps.
+        per step (a global batch of ``batch_size * num_workers``). It repeats: pass
+        ``steps_per_epoch=ctx.steps_per_epoch(batch_size)`` as in PS mode, so that every worker
+        runs the same number of steps. ``repeat=False`` gives exactly one such epoch.
         """
-        fn = self.dataset_fn(name, **kwargs)
         if self.mode == "ps":
-            return self.keras.utils.experimental.DatasetCreator(fn)
+            return self.keras.utils.experimental.DatasetCreator(self.dataset_fn(name, **kwargs))
+        import tensorflow as tf
+
+        # Workers whose partition is a batch short would leave the others waiting in the
+        # collective: each reads its own rows endlessly and an epoch is the largest worker's
+        # batch count (smaller partitions wrap around; no row is dropped).
+        one_epoch = kwargs.pop("repeat", True) is False
+        steps = self.steps_per_epoch(kwargs.get("batch_size", 32), name)
+        fn = self.dataset_fn(name, repeat=True, **kwargs)
+
+        def per_worker(input_context=None):
+            ds = fn(input_context)
+            if one_epoch:
+                ds = ds.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
+            return ds
+
         # Per-worker datasets as they are: experimental_distribute_dataset would re-batch them.
-        return self.strategy.distribute_datasets_from_function(fn)
+        return self.strategy.distribute_datasets_from_function(per_worker)
 
     def backup_callback(self, keras=None, save_freq="epoch"):
         """Allreduce mode: a Keras ``BackupAndRestore`` callback that resumes after a restart.

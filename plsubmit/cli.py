@@ -17,7 +17,7 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
         zk: str | None = None, app_name: str | None = None, checkpoint_dir: str | None = None,
         model_dir: str | None = None, work_dir: str | None = None, conf=None, arg=None,
         job_class: str | None = None, register_timeout: float = 120.0,
-        feed_timeout: float = 3600.0, max_restarts: int = 3, fill=None,
+        feed_timeout: float = 3600.0, max_restarts: int = 3, runtime: str = "tf", fill=None,
         ps_cores: int | None = None, ps_memory: str | None = None, worker_cores: int | None = None,
         worker_memory: str | None = None, worker_gpus: int | None = None,
         archives: str | None = None, tf_log: bool = False, quiet: bool = False):
@@ -43,6 +43,7 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
       register_timeout: Seconds to wait for every node to register before failing.
       feed_timeout: Seconds to wait for the workers to spool the DataFrame.
       max_restarts: Restarts of a failed node (PS mode) or of the group (allreduce mode).
+      runtime: Allreduce mode's runtime: tf (MultiWorkerMirroredStrategy) or horovod.
       fill: COLUMN=VALUE used for nulls in that column of every fed dataset. Repeatable.
       ps_cores: Cores per PS executor (a ResourceProfile where the cluster manager supports it).
       ps_memory: Memory per PS executor, e.g. 8g.
@@ -61,7 +62,7 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
                    checkpoint_dir=checkpoint_dir, model_dir=model_dir, work_dir=work_dir,
                    conf=parse_kv(conf, "--conf"), args=parse_job_args(arg), job_class=job_class,
                    register_timeout=register_timeout, feed_timeout=feed_timeout,
-                   max_restarts=max_restarts, fill=parse_job_args(fill), ps_cores=ps_cores,
+                   max_restarts=max_restarts, runtime=runtime, fill=parse_job_args(fill), ps_cores=ps_cores,
                    ps_memory=ps_memory, worker_cores=worker_cores, worker_memory=worker_memory,
                    worker_gpus=worker_gpus, archives=archives, tf_log=tf_log, quiet=quiet)
     result = submit(job_file, **options)
