@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
-import time
+from collections import Counter
 
 from elearn.errors import ClusterError, JobError
 from elearn.mpi.restarts import GroupRestarts
@@ -168,6 +169,8 @@ def run_allreduce(app, job, frame, plan) -> dict:
     node_app = _node_app(app, job)
     stage = _launch(app, frame, plan, node_app)
     stats = _watch(app, stage)
+    if app.single_host:  # the tasks removed their own parts; this is their empty parent
+        shutil.rmtree(os.path.join(app.node_dir, "allreduce"), ignore_errors=True)
     app.mark("train")
     if len(stats) != app.opts.workers:
         raise ClusterError(f"the allreduce stage returned {len(stats)} of {app.opts.workers} workers")
@@ -180,8 +183,15 @@ def run_allreduce(app, job, frame, plan) -> dict:
     if model_dir:
         app.console.say(f"model exported to {model_dir} (load with tf.saved_model.load)")
     app.event("allreduce", restarts=restarts, rows=[s["feed_rows"] for s in stats])
-    rows = {n: sum(s["feed_rows"].get(n, 0) for s in stats) for n in plan.names}
-    return {"model_dir": model_dir, "rows": rows, "restarts": restarts}
+    per_worker = {n: [s["feed_rows"].get(n, 0) for s in stats] for n in plan.names}
+    causes = Counter(_cause(r["reason"]) for r in GroupRestarts(app.client, app.id).all()[:restarts])
+    return {"model_dir": model_dir, "rows": {n: sum(v) for n, v in per_worker.items()},
+            "per_worker_rows": per_worker, "restarts": restarts, "restart_causes": dict(causes)}
+
+
+def _cause(reason: str) -> str:
+    # "worker 1 killed by SIGKILL" -> "killed by SIGKILL": the tally counts kinds, not workers.
+    return reason.split(" ", 2)[2] if reason.startswith("worker ") else reason
 
 
 def node_stats(app) -> list:

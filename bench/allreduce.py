@@ -1,0 +1,76 @@
+"""Allreduce-mode training throughput against plain TensorFlow, side by side in one run.
+
+    python bench/allreduce.py [--rows 200000]
+
+(a) plain single-process TensorFlow/Keras with the data in memory (tf.data.from_tensor_slices),
+(b) elearn allreduce mode with --workers 1 (Spark feed, spool, TF child process),
+(c) elearn allreduce mode with --workers 2 (two TF processes, MultiWorkerMirroredStrategy).
+The same model, data, per-worker batch and epochs everywhere; only the training phase after a
+warm-up epoch is timed (examples/s), not start-up or the feed.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def plain(rows: int, out: str) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+
+    sys.path.insert(0, HERE)
+    from allreduce_model import BATCH, EPOCHS, FEATURES, Timer, build_model, make_data
+
+    x, y = make_data(rows)
+    steps = -(-rows // BATCH)
+    ds = tf.data.Dataset.from_tensor_slices(({f: x[:, i] for i, f in enumerate(FEATURES)}, y))
+    ds = ds.repeat().batch(BATCH).prefetch(tf.data.AUTOTUNE)
+    model = build_model(keras)
+    timer = Timer(keras, steps * BATCH)
+    model.fit(ds, epochs=EPOCHS, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+    with open(out, "w") as f:
+        json.dump({"examples_per_s": timer.rate(), "steps_per_epoch": steps}, f)
+
+
+def run(cmd, out):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    with open(out) as f:
+        return json.load(f)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--plain-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain_out:
+        return plain(args.rows, args.plain_out)
+    work = tempfile.mkdtemp(prefix="elearn-bench-allreduce-")
+    results = {}
+    out = os.path.join(work, "plain.json")
+    results["(a) plain TF, data in memory"] = run(
+        [sys.executable, __file__, "--rows", args.rows, "--plain-out", out], out)
+    for workers in (1, 2):
+        out = os.path.join(work, f"elearn-{workers}.json")
+        results[f"({'b' if workers == 1 else 'c'}) elearn --workers {workers}"] = run(
+            [sys.executable, "-m", "plsubmit.cli", os.path.join(HERE, "allreduce_job.py"),
+             "--workers", workers, "--work-dir", work, "--quiet", "--arg", f"rows={args.rows}",
+             "--arg", f"out={out}"], out)
+    base = results["(a) plain TF, data in memory"]["examples_per_s"]
+    print(f"\n{args.rows:,} rows, {os.cpu_count()} cores\n")
+    print(f"{'variant':34} {'examples/s':>12} {'vs (a)':>8}")
+    for name, r in results.items():
+        print(f"{name:34} {r['examples_per_s']:>12,.0f} {r['examples_per_s'] / base:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Allreduce mode end to end: real Spark (local), real ZooKeeper, real MultiWorkerMirroredStrategy
+TF processes in a barrier stage, a real SIGKILL. The pl_submit fixture checks for orphans."""
+import json
+import os
+
+import pytest
+from conftest import job
+
+JOB = job("allreduce_classifier.py")
+ACCURACY = 0.93  # linearly separable labels; 4 epochs reach ~0.98 on held-out rows
+ROWS = 4001      # 2001 + 2000 rows: 41 and 40 batches of 50, so the workers' epochs differ
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summary(run):
+    (app_dir,) = run.app_dirs()
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        return app_dir, json.load(f)
+
+
+@pytest.mark.parametrize("keras", ["keras", "tf_keras"])
+def test_two_workers_train_a_classifier(pl_submit, tmp_path, keras):
+    out = tmp_path / "out.jsonl"
+    run = pl_submit(JOB, "--workers", 2, "--arg", f"keras={keras}", "--arg", f"out={out}",
+                    "--arg", f"rows={ROWS}", timeout=600)
+    assert run.returncode == 0, run.output[-4000:]
+    (result,) = lines(out)  # only the chief records
+    assert result["keras"] == keras and result["workers"] == 2 and result["rows"] == ROWS
+    assert result["accuracy"] >= ACCURACY, result
+    app_dir, s = summary(run)
+    assert s["mode"] == "allreduce" and s["restarts"]["total"] == 0
+    assert s["rows"]["train"]["total"] == ROWS and sorted(s["rows"]["train"]["per_worker"]) == [2000, 2001]
+    # Only the chief's model is kept, and it loads with plain TensorFlow; no worker scratch is left.
+    assert os.path.isfile(os.path.join(app_dir, "model", "saved_model.pb"))
+    assert not os.path.exists(os.path.join(app_dir, "nodes", "allreduce"))
+    assert "training: train(ctx) runs in 2 worker processes" in run.stdout
+
+
+def test_killed_worker_restarts_the_group_from_the_last_epoch(pl_submit, tmp_path):
+    out, epochs, marker = tmp_path / "out.jsonl", tmp_path / "epochs.jsonl", tmp_path / "killed"
+    run = pl_submit(JOB, "--workers", 2, "--arg", f"out={out}", "--arg", f"epochs_file={epochs}",
+                    "--arg", "kill_at=1:10", "--arg", f"kill_marker={marker}", "--arg", f"rows={ROWS}",
+                    timeout=900)
+    assert run.returncode == 0, run.output[-4000:]
+    assert marker.exists(), "worker 1 never reached epoch 2"
+    assert "restart 1/3 of the group: worker 1 killed by SIGKILL" in run.stdout
+    # Epochs the chief began: 0 and 1 in the first attempt; the second resumes at 1, not 0.
+    assert [e["epoch"] for e in lines(epochs)] == [0, 1, 1, 2, 3]
+    (result,) = lines(out)
+    assert result["accuracy"] >= ACCURACY, result
+    _, s = summary(run)
+    assert s["restarts"] == {"total": 1, "by_cause": {"killed by SIGKILL": 1}}
+
+
+def test_exhausted_restarts_fail_with_the_workers_last_errors(pl_submit, tmp_path):
+    run = pl_submit(JOB, "--workers", 2, "--max-restarts", 1, "--arg", "fail_worker=1",
+                    "--arg", "rows=200", timeout=600)
+    assert run.returncode == 1
+    assert "allreduce training failed in all 2 attempts (--max-restarts 1)" in run.stderr
+    assert "worker 1 exited with code 1 (attempt 2)" in run.stderr
+    assert "RuntimeError: worker 1 cannot train: bad shard on purpose" in run.stderr
+    assert "restart 1/1 of the group: worker 1 exited with code 1" in run.stdout
+
+
+def test_more_workers_than_slots_fail_fast_with_the_arithmetic(pl_submit):
+    run = pl_submit(JOB, "--workers", 3, "--master", "local[2]", timeout=120)
+    assert run.returncode == 1
+    assert "needs 3 concurrent tasks (3 workers), but --master local[2] runs 2 at once" in run.output
+    assert "Spark 4." not in run.stdout  # refused before a SparkSession was built

@@ -1,0 +1,72 @@
+"""Allreduce mode's per-worker datasets, in process: real spools, real TF readers, no cluster.
+
+Uneven partitions must give every worker the same number of steps per epoch (a worker that runs
+out first would leave the others waiting in the collective), and nothing may be dropped.
+"""
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+
+from elearn.context import TrainContext
+from elearn.errors import FeedError
+from elearn.feed import FeedInfo, FeedPlan
+from elearn.runtime.feedspec import FeedColumn
+from elearn.runtime.partition import spool_partition
+
+COLUMNS = [FeedColumn("id", "scalar", "int64", "bigint").to_dict(),
+           FeedColumn("x", "scalar", "float32", "float").to_dict()]
+
+
+def spool(tmp_path, sizes):
+    """Spool worker ``w`` ``sizes[w]`` rows with consecutive ids; returns ``{"train": FeedInfo}``."""
+    plan = FeedPlan(["train"], {"train": COLUMNS})
+    metas, start = [], 0
+    for w, n in enumerate(sizes):
+        ids = list(range(start, start + n))
+        start += n
+        batch = pa.RecordBatch.from_pydict({"id": pa.array(ids, pa.int64()),
+                                            "x": pa.array([float(i) for i in ids], pa.float32())})
+        metas.append(spool_partition([batch] if n else [], plan, str(tmp_path), w)["train"])
+    return {"train": FeedInfo.gather("train", plan, metas)}
+
+
+def context(feeds, worker, workers):
+    import tensorflow as tf
+
+    return TrainContext(strategy=tf.distribute.get_strategy(), mode="allreduce", task_type="worker",
+                        task_index=worker, num_workers=workers, num_ps=0, checkpoint_dir="",
+                        model_dir="", log_dir="", args={}, feeds=feeds, local_worker=worker)
+
+
+def test_skewed_partitions_give_every_worker_the_same_steps_and_drop_nothing(tmp_path):
+    sizes, batch = [700, 37, 129], 32
+    feeds = spool(tmp_path, sizes)
+    steps = max(math.ceil(n / batch) for n in sizes)
+    assert context(feeds, 0, 3).steps_per_epoch(batch) == steps == 22
+    start = 0
+    for w, n in enumerate(sizes):
+        ds = context(feeds, w, 3).dataset(features=["id"], batch_size=batch, repeat=False, seed=w)
+        batches = [b["id"].numpy().tolist() for b in ds]
+        assert len(batches) == steps, f"worker {w} ran {len(batches)} steps, not {steps}"
+        # Full batches only: the stream wraps around instead of ending with a short batch.
+        assert all(len(b) == batch for b in batches)
+        seen = [i for b in batches for i in b]
+        assert set(seen) == set(range(start, start + n)), f"worker {w} lost or gained rows"
+        start += n
+
+
+def test_endless_stream_keeps_the_step_count_across_epochs(tmp_path):
+    feeds = spool(tmp_path, [100, 10])
+    ds = context(feeds, 1, 2).dataset(features=["id"], batch_size=8)
+    it = iter(ds)
+    ids = [i for _ in range(3 * context(feeds, 1, 2).steps_per_epoch(8)) for i in next(it)["id"].numpy()]
+    assert len(ids) == 3 * 13 * 8 and set(ids) == set(range(100, 110))
+
+
+def test_a_worker_without_rows_is_named(tmp_path):
+    feeds = spool(tmp_path, [5, 0])
+    with pytest.raises(FeedError, match=r"worker 1 received no rows of 'train' \(5 rows over 2 workers\)"):
+        context(feeds, 1, 2).dataset(batch_size=4)
