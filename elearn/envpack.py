@@ -28,6 +28,7 @@ from elearn.errors import ElearnError
 
 ALIAS = "environment"
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")  # what Spark's archive unpacking understands
+EARLY_STOP_BYTES = 256 << 20
 PACKERS = "conda-pack (conda_pack) or venv-pack (venv_pack)"
 
 
@@ -101,6 +102,8 @@ def _scan_tar(path: str) -> dict:
     if tar is None:
         return _scan_tar_python(path)
     found = _new_scan()
+    # Small archives are listed whole (their kind is known for sure); big ones only up to bin/python.
+    early = os.path.getsize(path) > EARLY_STOP_BYTES
     proc = subprocess.Popen([tar, "-tvf", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, errors="replace")
     stopped = False
@@ -111,7 +114,7 @@ def _scan_tar(path: str) -> dict:
             if len(parts) == 6:
                 name, _, link = parts[5].partition(" -> ")
                 _note(found, name, link or None)
-                if name.lstrip("./").startswith("bin/python") and _resolved(found):
+                if early and _clean(name).startswith("bin/python") and _resolved(found):
                     stopped = True
                     proc.kill()
                     break
