@@ -41,6 +41,14 @@ def build_runtime_venv(dest: str) -> str:
             continue
         _link_tree(os.path.join(site, name), target)
     shutil.rmtree(os.path.join(target, "tensorflow", "include"), ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", target, ROOT], check=True, timeout=300, capture_output=True)
+    # Build from a copy: an in-tree build would leave build/ in the checkout other runs share.
+    src = dest + ".src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", "tests", "bench", "examples", "docs"))
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--no-build-isolation", "--target", target, src],
+                       check=True, timeout=300, capture_output=True)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
     return dest
