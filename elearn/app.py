@@ -14,22 +14,12 @@ import threading
 import time
 
 from elearn.config import SubmitOptions, elearn_home
-from elearn.errors import UserCodeError
+from elearn.console import Console
+from elearn.errors import KilledError, UserCodeError
 from elearn.registry import AppRegistry, app_credentials
 from elearn.zookeeper import EmbeddedZooKeeper, connect
 
 log = logging.getLogger(__name__)
-
-
-class Console:
-    """Timestamped progress lines for the user (stderr), also kept in the events file."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-
-    def say(self, msg: str) -> None:
-        if not self.quiet:
-            print(time.strftime("[elearn %H:%M:%S] ") + msg, flush=True)
 
 
 class Application:
@@ -77,6 +67,13 @@ class Application:
             self.console.say(f"ZooKeeper: embedded server at {self.zk_hosts}")
         self.registry = AppRegistry(self.client, self.id, acl=acl)
         self.registry.create()
+        self._publish_running()
+
+    def start_tensorboard(self) -> None:
+        from elearn.tensorboard import TensorBoard
+
+        self.tensorboard = TensorBoard(self.log_dir, os.path.join(self.dir, "tensorboard.log")).start()
+        self.console.say(f"TensorBoard: {self.tensorboard.url} (logs in {self.log_dir})")
 
     def node_spec(self, loopback: bool) -> dict:
         """What every daemon needs to know, shipped to the Spark tasks."""
@@ -85,6 +82,31 @@ class Application:
                 "register_timeout": self.opts.register_timeout, "max_restarts": self.opts.max_restarts,
                 "feed_timeout": self.opts.feed_timeout,
                 "tf_log": self.opts.tf_log}
+
+    def check_killed(self) -> None:
+        """Raise KilledError once ``pl_submit kill`` asked for it (checked at most once a second)."""
+        now = time.monotonic()
+        if self.registry is None or now - getattr(self, "_kill_checked", 0.0) < 1.0:
+            return
+        self._kill_checked = now
+        try:
+            request = self.registry.kill_requested()
+        except Exception:
+            return
+        if request:
+            raise KilledError(f"killed on request ({request.get('reason', 'pl_submit kill')})")
+
+    # -- the local list of running applications (``pl_submit list/status/kill``) ----------------
+    @property
+    def running_file(self) -> str:
+        return os.path.join(elearn_home(), "running", f"{self.id}.json")
+
+    def _publish_running(self) -> None:
+        os.makedirs(os.path.dirname(self.running_file), exist_ok=True)
+        with open(self.running_file, "w") as f:
+            json.dump({"app_id": self.id, "zk": self.zk_hosts, "pid": os.getpid(), "dir": self.dir,
+                       "secret": os.path.join(self.dir, "zk-secret"), "started": self._t0,
+                       "embedded_zk": self.zk is not None, "mode": self.opts.mode}, f)
 
     @property
     def single_host(self) -> bool:
@@ -159,5 +181,11 @@ class Application:
             self.spark = None
         if self.zk is not None:
             self.zk.stop()
+        if getattr(self, "tensorboard", None) is not None:
+            self.tensorboard.stop()
+        try:
+            os.remove(self.running_file)
+        except OSError:
+            pass
         spool = os.path.join(self.node_dir, "spool")
         shutil.rmtree(spool, ignore_errors=True)

@@ -39,6 +39,7 @@ class SubmitOptions:
     conda_env: str | None = None
     venv: str | None = None
     tf_log: bool = False
+    tensorboard: bool = False
     quiet: bool = False
 
     def validate(self) -> None:
@@ -58,6 +59,10 @@ class SubmitOptions:
             raise ElearnError(f"--runtime {self.runtime!r}: use tf (MultiWorkerMirroredStrategy) or horovod")
         if self.runtime == "horovod" and self.ps:
             raise ElearnError("--runtime horovod is an allreduce runtime: use it with --ps 0")
+        if self.runtime == "horovod":
+            from elearn.mpi.horovod import require_horovod
+
+            require_horovod()
         if self.app_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", self.app_name):
             raise ElearnError(f"--app-name {self.app_name!r}: use letters, digits, '.', '_' and '-'")
 

@@ -43,6 +43,7 @@ class TrainContext:
     local_worker: int | None = None                  # allreduce: this worker's own spool index
     chief_checkpoint_dir: str | None = None          # allreduce: where every worker restores from
     events: Any = None                               # callable(kind, **fields) -> events file
+    metrics_path: str | None = None                  # where report() keeps metrics for the summary
 
     @property
     def is_chief(self) -> bool:
@@ -69,6 +70,35 @@ class TrainContext:
         return Checkpointer(self.checkpoint_dir, objects, every_steps=every_steps,
                             every_seconds=every_seconds, max_to_keep=max_to_keep,
                             coordinator=self.coordinator, on_save=self._on_checkpoint)
+
+    def report(self, step: int | None = None, **metrics) -> None:
+        """Show training progress on the driver's console and keep it for the final summary::
+
+            ctx.report(step=step, loss=float(loss), examples_per_sec=rate)
+        """
+        import json
+        import time as _time
+
+        if not self.is_chief:
+            return
+        values = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, bool)) else v)
+                  for k, v in metrics.items()}
+        if self.metrics_path:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps({"time": _time.time(), "step": step, **values}) + "\n")
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        print(_time.strftime("[elearn %H:%M:%S] ") + (f"step {step}: " if step is not None else "") + shown,
+              flush=True)
+
+    def progress_callback(self, every_seconds: float = 10.0, batch_size: int | None = None):
+        """A Keras callback (for ``ctx.keras``) that reports step, examples/s, loss and metrics."""
+        from elearn.progress import make_progress_callback
+
+        return make_progress_callback(self, every_seconds, batch_size)
+
+    def tensorboard_callback(self, **kwargs):
+        """``ctx.keras.callbacks.TensorBoard`` writing to ``log_dir`` (see ``--tensorboard``)."""
+        return self.keras.callbacks.TensorBoard(log_dir=self.log_dir, **kwargs)
 
     def _on_checkpoint(self, step, path):
         if self.events is not None:

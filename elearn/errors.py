@@ -23,3 +23,7 @@ class UserCodeError(ElearnError):
     def __init__(self, message: str, details: str | None = None):
         super().__init__(message)
         self.details = details
+
+
+class KilledError(ElearnError):
+    """The application was stopped on request (``pl_submit kill``)."""

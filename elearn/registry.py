@@ -42,7 +42,7 @@ def app_credentials(secret_file: str) -> tuple[list, list]:
     import os
     import secrets
 
-    from kazoo.security import make_digest_acl
+    from kazoo.security import make_acl, make_digest_acl
 
     if os.path.exists(secret_file):
         with open(secret_file) as f:
@@ -53,7 +53,9 @@ def app_credentials(secret_file: str) -> tuple[list, list]:
         with os.fdopen(fd, "w") as f:
             f.write(password)
     user = "elearn"
-    return [("digest", f"{user}:{password}")], [make_digest_acl(user, password, all=True)]
+    # Anyone may read (``pl_submit status`` from any host); only the owner may change anything.
+    return [("digest", f"{user}:{password}")], [make_digest_acl(user, password, all=True),
+                                                 make_acl("world", "anyone", read=True)]
 
 
 class AppRegistry:
@@ -82,6 +84,19 @@ class AppRegistry:
             self.client.set(path, data)
         except NoNodeError:
             self.client.create(path, data, acl=self.acl, makepath=True)
+
+    def request_kill(self, reason: str = "pl_submit kill") -> None:
+        path = f"{self.base}/kill"
+        try:
+            self.client.create(path, _dump({"reason": reason, "time": time.time()}), acl=self.acl)
+        except NodeExistsError:
+            pass
+
+    def kill_requested(self) -> dict | None:
+        try:
+            return _load(self.client.get(f"{self.base}/kill")[0]) or {"reason": "kill"}
+        except NoNodeError:
+            return None
 
     def publish_cluster(self, spec: dict) -> None:
         path = f"{self.base}/cluster"

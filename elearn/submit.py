@@ -9,11 +9,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from elearn.app import Application, Console
+from elearn.app import Application
+from elearn.console import Console
 from elearn.config import SubmitOptions
 from elearn.errors import ElearnError, JobError, UserCodeError
 from elearn.feed import normalize_frames, plan_feed
 from elearn.job import SparkTFJob, load_job_class, parse_job_args
+from elearn.summary import build_summary, summary_lines, write_summary
 from elearn.session import build_session, check_slots, cluster_conf, default_master
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ def submit(job, **options) -> SubmitResult:
     app = Application(opts, console)
     result = SubmitResult("failed", app.id, app.dir, opts.mode, checkpoint_dir=app.checkpoint_dir)
     shutdown_done = False
+    outputs: dict = {}
     try:
         with app:
             console.say(f"application {app.id} ({opts.mode} mode: {opts.ps} ps, {opts.workers} workers); "
@@ -88,6 +91,8 @@ def submit(job, **options) -> SubmitResult:
             spark_conf = cluster_conf(opts, master, console.say)
             app.start_zookeeper()
             app.mark("zookeeper")
+            if opts.tensorboard:
+                app.start_tensorboard()
             app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log)
             console.say(f"Spark {app.spark.version} on {master}")
             app.mark("spark")
@@ -104,6 +109,7 @@ def submit(job, **options) -> SubmitResult:
                 from elearn.mpi.launcher import node_stats, run_allreduce
 
                 out = run_allreduce(app, job, frame, plan)
+            outputs.update(out)
             result.model_dir = out.get("model_dir")
             result.rows = out.get("rows", {})
             app.succeeded()
@@ -118,10 +124,9 @@ def submit(job, **options) -> SubmitResult:
     except UserCodeError as exc:
         result.error = str(exc)
         result.traceback = exc.details or "".join(traceback.format_exception(exc.__cause__ or exc))
-    except ElearnError as exc:
+    except ElearnError as exc:  # the message says it all; our internals' traceback would not help
         if result.status != "succeeded":
             result.error = str(exc)
-            result.traceback = "".join(traceback.format_exception(exc))
     except Exception as exc:  # a bug of ours or a library's: still report, still tear down
         if result.status != "succeeded":
             result.error = f"{exc.__class__.__name__}: {exc}"
@@ -140,8 +145,13 @@ def submit(job, **options) -> SubmitResult:
                 console.say(f"shutdown() raised {exc.__class__.__name__}: {exc}")
                 if result.ok:
                     result.status, result.error = "failed", f"shutdown raised {exc!r}"
+    summary = build_summary(result, app, outputs, outputs.get("per_worker_rows", {}))
+    if os.path.isdir(app.dir):
+        write_summary(summary, app.dir)
+    for line in summary_lines(summary):
+        console.say(line)
     if result.ok:
-        console.say(f"succeeded in {result.timings.get('teardown', 0):.1f}s; "
+        console.say(f"succeeded in {sum(summary['phases'].values()):.1f}s; "
                     f"model: {result.model_dir or '(train returned nothing)'}")
     else:
         console.say(f"failed: {result.error}")

@@ -1,5 +1,6 @@
 """PS mode end to end: real Spark (local), real ZooKeeper, real TF server processes."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -41,7 +42,24 @@ def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, exte
         assert abs(got - want) < TOL, result
     assert abs(result["b"] - 1.0) < TOL
     assert len(lines(marker)) == 1
-    assert "nodes registered 3/3" in run.output and "model exported to" in run.output
+    # What the user saw, phase by phase (plain lines: stdout is not a terminal here).
+    for phase in ("ZooKeeper: external ensemble", "nodes registered 3/3", "fed worker:0",
+                  "cluster up: 1 ps, 2 workers", "training:", ": loss=",
+                  "model exported to", "summary: succeeded", "phases: start"):
+        assert phase in run.stdout, (phase, run.stdout[-3000:])
+    (app_dir,) = run.app_dirs()
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["status"] == "succeeded" and summary["rows"]["train"]["total"] == 20000
+    assert sum(summary["rows"]["train"]["per_worker"]) == 20000
+    assert len(summary["rows"]["train"]["per_worker"]) == 2
+    assert set(summary["phases"]) >= {"start", "pre_train", "feed", "register", "train", "teardown"}
+    assert all(v >= 0 for v in summary["phases"].values())
+    per_epoch = sum(math.ceil(r / 128) for r in summary["rows"]["train"]["per_worker"])
+    assert summary["steps"] == 4 * per_epoch and summary["metrics"]["loss"] < 0.01
+    assert f"step {4 * per_epoch}: loss=" in run.stdout
+    assert summary["restarts"] == {"total": 0, "by_cause": {}}
+    assert os.path.isdir(summary["model_dir"])
     # The application's znodes are gone from the (still running) external ZooKeeper.
     client = connect(external_zk)
     try:
@@ -49,7 +67,6 @@ def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, exte
     finally:
         client.stop()
     # The exported model loads in plain TensorFlow and predicts.
-    (app_dir,) = run.app_dirs()
     code = (
         "import numpy as np, tensorflow as tf, sys\n"
         f"m = tf.saved_model.load({os.path.join(app_dir, 'model')!r})\n"

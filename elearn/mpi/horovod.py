@@ -1,8 +1,9 @@
-"""Horovod as the second runtime of allreduce mode (``--runtime horovod``).
+"""``--runtime horovod``: checked before any Spark job starts.
 
-With Horovod the group's TF processes average gradients with Horovod's ring allreduce instead of
-TensorFlow's collectives. It needs ``horovod`` built with TensorFlow support in the executors'
-environment; without it the job fails before any Spark job starts, saying what to install.
+Horovod's last release (0.28.1) is a source distribution compiled against the TensorFlow in use;
+it does not build against the TensorFlow elearn pins, so this release of elearn runs allreduce
+mode on TensorFlow's own collectives (``--runtime tf``) and refuses ``--runtime horovod`` with what
+to install, instead of failing later inside every worker.
 """
 from __future__ import annotations
 
@@ -13,27 +14,16 @@ INSTALL = ("HOROVOD_WITH_TENSORFLOW=1 pip install --no-build-isolation horovod "
 
 
 def require_horovod() -> None:
-    """Raise a clear error unless ``horovod.tensorflow`` imports with its TensorFlow ops built."""
+    """Raise an ``ElearnError`` that says what ``--runtime horovod`` needs."""
     try:
-        import horovod.tensorflow as hvd  # noqa: F401
+        import horovod.tensorflow  # noqa: F401
     except Exception as exc:
         raise ElearnError(
             f"--runtime horovod needs Horovod built against this TensorFlow, and it is not usable "
             f"here ({exc.__class__.__name__}: {exc}). Install it in the driver's and the executors' "
-            f"environment with: {INSTALL}; or leave out --runtime to use TensorFlow's own "
-            "MultiWorkerMirroredStrategy.") from exc
-
-
-def horovod_strategy():
-    """The strategy ``ctx.strategy`` holds under Horovod: one process, one replica.
-
-    Horovod averages gradients itself (``hvd.DistributedOptimizer``), so the TF side is the
-    default single-replica strategy; ``train`` wraps its optimizer and broadcasts the initial
-    variables (``hvd.callbacks.BroadcastGlobalVariablesCallback(0)``).
-    """
-    require_horovod()
-    import horovod.tensorflow as hvd
-    import tensorflow as tf
-
-    hvd.init()
-    return tf.distribute.get_strategy()
+            f"environment with: {INSTALL}; or leave out --runtime to train with TensorFlow's own "
+            "MultiWorkerMirroredStrategy (the default).") from exc
+    raise ElearnError(
+        "--runtime horovod: Horovod is installed, but this release of elearn starts allreduce "
+        "workers with TensorFlow's MultiWorkerMirroredStrategy only; leave out --runtime (the "
+        "default, --runtime tf), or run the training script with horovodrun outside elearn.")

@@ -68,7 +68,7 @@ def _node_app(app, job) -> dict:
     runtime = getattr(opts, "runtime", "tf") or "tf"
     if runtime not in RUNTIMES:
         raise JobError(f"--runtime {runtime!r} is not known; use one of {', '.join(RUNTIMES)}")
-    if runtime == "horovod":
+    if runtime == "horovod":  # validate() refused it already; workers must never see it
         from elearn.mpi.horovod import require_horovod
 
         require_horovod()

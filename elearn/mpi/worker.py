@@ -39,9 +39,9 @@ def build_strategy(runtime: str, workers: int):
     import tensorflow as tf
 
     if runtime == "horovod":
-        from elearn.mpi.horovod import horovod_strategy
+        from elearn.mpi.horovod import require_horovod
 
-        return horovod_strategy()
+        require_horovod()
     if workers == 1:
         # No peers: the strategy stays in-process (no gRPC server, no collective round trips).
         os.environ.pop("TF_CONFIG", None)

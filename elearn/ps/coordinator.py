@@ -91,7 +91,8 @@ def main() -> None:
                            num_workers=cfg["num_workers"], num_ps=cfg["num_ps"],
                            checkpoint_dir=cfg["checkpoint_dir"], model_dir=cfg["model_dir"],
                            log_dir=cfg["log_dir"], args=job.args, coordinator=coordinator,
-                           keras=tf_keras, feeds=feeds, fill=cfg["fill"], events=event)
+                           keras=tf_keras, feeds=feeds, fill=cfg["fill"], events=event,
+                           metrics_path=cfg.get("metrics"))
         event("train_start")
         model = job.train(ctx)
         event("train_end")

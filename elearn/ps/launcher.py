@@ -109,6 +109,19 @@ def _missing(registry, ps: int, workers: int, want_states=None, generation=None)
     return out
 
 
+def _feed_progress(app, nodes: dict) -> None:
+    parts = []
+    for i in sorted(nodes):
+        feed = nodes[i].get("feed")
+        if nodes[i].get("state") != "spooling" or not feed:
+            continue
+        mb = feed["bytes"] / 1e6
+        rate = feed["rows"] / max(feed["seconds"], 1e-3)
+        parts.append(f"worker:{i} {feed['rows']:,} rows {mb:,.1f} MB ({rate:,.0f} rows/s)")
+    if parts:
+        app.console.progress("feed", "feeding: " + "; ".join(parts))
+
+
 def _failed_nodes(reg) -> list[str]:
     return [f"{r}:{i}" for r in ("ps", "worker") for i, n in reg.nodes(r).items()
             if n.get("state") == "failed"]
@@ -134,10 +147,12 @@ def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
 
     def registered():
         _check_jobs(app)
+        app.check_killed()
         missing = _missing(reg, ps, workers)
         if total - len(missing) != seen["n"]:
             seen["n"] = total - len(missing)
-            say(f"nodes registered {seen['n']}/{total}")
+            hosts = sorted({n.get("hostname", "?") for r in ("ps", "worker") for n in reg.nodes(r).values()})
+            say(f"nodes registered {seen['n']}/{total}" + (f" on {', '.join(hosts)}" if hosts else ""))
         return not missing
 
     def too_slow():
@@ -153,6 +168,9 @@ def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
 
     def spooled():
         _check_jobs(app)
+        app.check_killed()
+        if generation == 0:
+            _feed_progress(app, reg.nodes("worker"))
         return not _missing(reg, ps, workers, want_states={"reserved", "running", "restarting"})
 
     wait_until(spooled, opts.feed_timeout, interval=0.3, on_timeout=lambda: ClusterError(
@@ -182,6 +200,13 @@ def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
         "TF servers did not start within 180s: "
         + ", ".join(_missing(reg, ps, workers, {"running"}, generation))))
     reg.set_state("running", generation=generation)
+    app.console.done()
+    if generation == 0:
+        rows = [reg.nodes("worker")[i].get("rows", 0) for i in range(workers)]
+        say("fed " + ", ".join(f"worker:{i} {r:,} rows" for i, r in enumerate(rows)))
+        logs = os.path.dirname(reg.nodes("worker")[0].get("log", "")) if workers else ""
+        if logs:
+            say(f"node logs: {logs}/<role>-<index>.log on each node's host")
     say(f"cluster up: {ps} ps, {workers} workers, chief {spec['chief'][0]}"
         + (f" (generation {generation})" if generation else ""))
     app.event("cluster", spec=spec, generation=generation)
@@ -243,6 +268,7 @@ def _topology_watch(app, cluster: dict):
     restarts = {(r, i): n.get("restarts", 0) for r in ("ps", "worker") for i, n in cluster[r].items()}
 
     def problem():
+        app.check_killed()
         try:
             for role in ("ps", "worker"):
                 nodes = reg.nodes(role)
@@ -300,6 +326,7 @@ def run_ps(app, job, frame, plan) -> dict:
         base_config = {"job": job_path, "num_ps": opts.ps, "num_workers": opts.workers,
                        "checkpoint_dir": app.checkpoint_dir, "model_dir": app.model_dir,
                        "log_dir": app.log_dir, "fill": opts.fill, "events": app.events_path,
+                       "metrics": os.path.join(app.dir, "metrics.jsonl"),
                        "feeds": {n: {**asdict(f), "columns": [c.to_dict() for c in f.columns]}
                                  for n, f in feeds.items()}}
         policy = RestartPolicy(opts.max_restarts)
@@ -336,6 +363,7 @@ def run_ps(app, job, frame, plan) -> dict:
         if path:
             app.console.say(f"model exported to {path} (load with tf.saved_model.load)")
         return {"model_dir": path, "rows": {n: f.total_rows for n, f in feeds.items()},
+                "per_worker_rows": {n: list(f.rows) for n, f in feeds.items()},
                 "restarts": policy.restarts, "restart_causes": dict(policy.causes)}
     finally:
         coordinator.stop()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pyarrow as pa
 
@@ -16,13 +17,35 @@ def ps_task(app: dict, index: int) -> dict:
     return NodeDaemon(app, "ps", index).run()
 
 
+def reporting(batches, daemon: NodeDaemon, every: float = 2.0):
+    """Pass ``batches`` through, publishing rows and bytes seen so far on the node's znode."""
+    rows = nbytes = 0
+    t0 = last = time.monotonic()
+    for batch in batches:
+        rows += batch.num_rows
+        nbytes += batch.nbytes
+        yield batch
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            try:
+                daemon.announce("spooling", feed={"rows": rows, "bytes": nbytes,
+                                                  "seconds": round(now - t0, 2)})
+            except Exception:  # progress is best effort; the feed itself must go on
+                pass
+
+
 def worker_task(app: dict, plan, index: int, batches) -> dict:
     daemon = NodeDaemon(app, "worker", index)
     daemon.connect()
     daemon.announce("spooling")
     metas = {}
     try:
-        metas = spool_partition(batches, plan, app["node_dir"], index) if plan.names else {}
+        t0 = time.monotonic()
+        metas = spool_partition(reporting(batches, daemon), plan, app["node_dir"], index) \
+            if plan.names else {}
+        for meta in metas.values():
+            meta["seconds"] = round(time.monotonic() - t0, 3)
         daemon.extra = {"spool": metas, "rows": sum(m["rows"] for m in metas.values())}
         return daemon.run()
     finally:

@@ -17,7 +17,8 @@ class LinearFit(SparkTFJob):
             model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", steps_per_execution=10)
         batch = 128
         model.fit(ctx.dataset(label="y", batch_size=batch), epochs=int(self.args.get("epochs", 4)),
-                  steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0)
+                  steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0,
+                  callbacks=[ctx.progress_callback(batch_size=batch)])
         kernel, bias = model.get_layer("linear").get_weights()
         record(self.args, "out", {"w": kernel.ravel().tolist(), "b": float(bias[0]),
                                   "rows": ctx.rows(), "mode": ctx.mode, "num_ps": ctx.num_ps,

@@ -1,0 +1,85 @@
+"""The end-of-run summary: printed for people, written as ``summary.json`` for scripts.
+
+Fields of ``summary.json``:
+    app_id, status, mode, ps, workers, error
+    phases       seconds per phase in order (start, pre_train, feed, register, train, post_train,
+                 teardown; only those that ran)
+    rows         {dataset: {"total": n, "per_worker": [n, ...]}}
+    steps        the last step reported by train (ctx.report or the Keras progress callback)
+    metrics      the last metrics reported
+    restarts     {"total": n, "by_cause": {cause: n}}
+    model_dir, checkpoint_dir, log_dir, node_logs, events
+"""
+from __future__ import annotations
+
+import json
+import os
+
+PHASE_NAMES = {"zookeeper": "start", "spark": "start", "pre_train": "pre_train", "feed": "feed",
+               "register": "register", "train": "train", "post_train": "post_train",
+               "teardown": "teardown"}
+
+
+def phase_durations(marks: dict) -> dict:
+    """Cumulative marks (seconds since start, in order) -> seconds spent in each phase."""
+    out, last = {}, 0.0
+    for mark, at in marks.items():
+        name = PHASE_NAMES.get(mark, mark)
+        out[name] = round(out.get(name, 0.0) + max(0.0, at - last), 3)
+        last = at
+    return out
+
+
+def last_metrics(path: str) -> tuple[int | None, dict]:
+    step, metrics = None, {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                step = rec.get("step", step)
+                metrics.update({k: v for k, v in rec.items() if k not in ("step", "time")})
+    return step, metrics
+
+
+def build_summary(result, app, out: dict, per_worker_rows: dict) -> dict:
+    step, metrics = last_metrics(os.path.join(app.dir, "metrics.jsonl"))
+    return {
+        "app_id": result.app_id, "status": result.status, "mode": result.mode,
+        "ps": app.opts.ps, "workers": app.opts.workers, "error": result.error,
+        "phases": phase_durations(result.timings),
+        "rows": {name: {"total": total, "per_worker": per_worker_rows.get(name, [])}
+                 for name, total in (result.rows or {}).items()},
+        "steps": step, "metrics": metrics,
+        "restarts": {"total": out.get("restarts", 0), "by_cause": out.get("restart_causes", {})},
+        "model_dir": result.model_dir, "checkpoint_dir": app.checkpoint_dir, "log_dir": app.log_dir,
+        "node_logs": os.path.join(app.node_dir, "logs"), "events": app.events_path,
+    }
+
+
+def write_summary(summary: dict, app_dir: str) -> str:
+    path = os.path.join(app_dir, "summary.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2)
+    return path
+
+
+def summary_lines(summary: dict) -> list[str]:
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in summary["phases"].items())
+    lines = [f"summary: {summary['status']} ({summary['mode']} mode, {summary['ps']} ps, "
+             f"{summary['workers']} workers)", f"  phases: {phases}"]
+    for name, rows in summary["rows"].items():
+        per = ", ".join(f"{r:,}" for r in rows["per_worker"])
+        lines.append(f"  rows fed [{name}]: {rows['total']:,}" + (f" (per worker: {per})" if per else ""))
+    if summary["steps"] is not None or summary["metrics"]:
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in summary["metrics"].items())
+        lines.append(f"  steps: {summary['steps']}" + (f"; final metrics: {metrics}" if metrics else ""))
+    r = summary["restarts"]
+    causes = ", ".join(f"{k}: {v}" for k, v in r["by_cause"].items())
+    lines.append(f"  restarts: {r['total']}" + (f" ({causes})" if causes else ""))
+    lines.append(f"  model: {summary['model_dir'] or '-'}; checkpoints: {summary['checkpoint_dir']}")
+    lines.append(f"  node logs: {summary['node_logs']}; events: {summary['events']}")
+    return lines
