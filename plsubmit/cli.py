@@ -20,7 +20,8 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
         feed_timeout: float = 3600.0, max_restarts: int = 3, runtime: str = "tf", fill=None,
         ps_cores: int | None = None, ps_memory: str | None = None, worker_cores: int | None = None,
         worker_memory: str | None = None, worker_gpus: int | None = None,
-        archives: str | None = None, tf_log: bool = False, quiet: bool = False):
+        archives: str | None = None, conda_env: str | None = None, venv: str | None = None,
+        tf_log: bool = False, tensorboard: bool = False, quiet: bool = False):
     """Run JOB_FILE's SparkTFJob subclass on Spark with TensorFlow.
 
     pl_submit my_job.py --ps 2 --workers 8 --master yarn --conf spark.executor.memory=8g --arg epochs=3
@@ -50,8 +51,14 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
       worker_cores: Cores per worker executor.
       worker_memory: Memory per worker executor.
       worker_gpus: GPUs per worker task.
-      archives: A conda-pack or venv-pack archive shipped as the executors' Python environment.
+      archives: A conda-pack or venv-pack archive (.tar.gz, .tgz, .tar, .zip) shipped as the
+        executors' Python environment; executors and TF processes run its bin/python.
+      conda_env: A conda environment (name or prefix) packed with conda-pack now and shipped like
+        --archives; the archive is cached by content, so an unchanged environment is packed once.
+      venv: A virtualenv directory packed with venv-pack now and shipped like --archives (cached).
+        Its archive links to the venv's base interpreter, which must exist on every host.
       tf_log: Let TensorFlow's and Spark's own log output through.
+      tensorboard: Start TensorBoard on the driver over the application's log dir and print its URL.
       quiet: Print only errors.
     """
     from elearn import submit
@@ -64,7 +71,8 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
                    register_timeout=register_timeout, feed_timeout=feed_timeout,
                    max_restarts=max_restarts, runtime=runtime, fill=parse_job_args(fill), ps_cores=ps_cores,
                    ps_memory=ps_memory, worker_cores=worker_cores, worker_memory=worker_memory,
-                   worker_gpus=worker_gpus, archives=archives, tf_log=tf_log, quiet=quiet)
+                   worker_gpus=worker_gpus, archives=archives, conda_env=conda_env, venv=venv,
+                   tf_log=tf_log, tensorboard=tensorboard, quiet=quiet)
     result = submit(job_file, **options)
     if not result.ok:
         if result.traceback:
