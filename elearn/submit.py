@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 import signal
 import threading
 import time
@@ -89,11 +90,15 @@ def submit(job, **options) -> SubmitResult:
             app.master = master
             check_slots(master, opts.ps, opts.workers, opts.conf)
             spark_conf = cluster_conf(opts, master, console.say)
-            app.start_zookeeper()
-            app.mark("zookeeper")
+            # ZooKeeper's JVM and Spark's start side by side: both take seconds.
+            with ThreadPoolExecutor(1, thread_name_prefix="elearn-zk") as pool:
+                zk_started = pool.submit(app.start_zookeeper)
+                try:
+                    app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log)
+                finally:
+                    zk_started.result()
             if opts.tensorboard:
                 app.start_tensorboard()
-            app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log)
             console.say(f"Spark {app.spark.version} on {master}")
             app.mark("spark")
             frames = normalize_frames(app.run_user("pre_train", job.pre_train, app.spark))

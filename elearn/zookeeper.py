@@ -87,7 +87,7 @@ class EmbeddedZooKeeper:
     def hosts(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, fresh: bool = True) -> "EmbeddedZooKeeper":
+    def _command(self) -> list[str]:
         java = shutil.which("java") or (os.path.join(os.environ["JAVA_HOME"], "bin", "java")
                                         if os.environ.get("JAVA_HOME") else None)
         if not java:
@@ -96,48 +96,60 @@ class EmbeddedZooKeeper:
         jars = pyspark_jars()
         if not glob.glob(os.path.join(jars, "zookeeper-*.jar")):
             raise ClusterError(f"no zookeeper jar under {jars}; pass --zk HOST:PORT instead")
-        if fresh:  # znodes of an earlier run under the same app name are stale
-            shutil.rmtree(os.path.join(self.data_dir, "data"), ignore_errors=True)
+        return [java, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Dzookeeper.admin.enableServer=false", "-Dzookeeper.4lw.commands.whitelist=",
+                "-cp", os.path.join(jars, "*"),
+                "org.apache.zookeeper.server.ZooKeeperServerMain",
+                str(self.port), os.path.join(self.data_dir, "data")]
+
+    def _spawn(self) -> None:
+        with open(self.log_path, "ab") as logf:
+            self.proc = popen_child(self._command, stdout=logf, stderr=subprocess.STDOUT)
+
+    def start(self) -> "EmbeddedZooKeeper":
+        self._command = self._command()
+        # znodes of an earlier run under the same app name are stale
+        shutil.rmtree(os.path.join(self.data_dir, "data"), ignore_errors=True)
         os.makedirs(os.path.join(self.data_dir, "data"), exist_ok=True)
-        cmd = [java, "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-               "-Dzookeeper.admin.enableServer=false", "-Dzookeeper.4lw.commands.whitelist=",
-               "-Dlog4j2.level=WARN",
-               "-cp", os.path.join(jars, "*"),
-               "org.apache.zookeeper.server.ZooKeeperServerMain",
-               str(self.port), os.path.join(self.data_dir, "data")]
-        logf = open(self.log_path, "ab")
-        self.proc = popen_child(cmd, stdout=logf, stderr=subprocess.STDOUT)
-        logf.close()
+        # The JVM dies with the *thread* that started it (PDEATHSIG), so one long-lived thread
+        # owns it: starts it, restarts it when supervising, and stops it.
+        spawned = threading.Event()
+        self._watcher = threading.Thread(target=self._own, args=(spawned,),
+                                         name="elearn-zookeeper", daemon=True)
+        self._watcher.start()
+        spawned.wait(30)
+        self._wait_up()
+        log.info("embedded ZooKeeper up at %s", self.hosts)
+        return self
+
+    def _wait_up(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if self.proc.poll() is not None:
-                raise ClusterError(f"embedded ZooKeeper exited with {self.proc.returncode}; "
-                                   f"see {self.log_path}")
+            proc = self.proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                self.stop()
+                raise ClusterError(f"embedded ZooKeeper exited ({code}); see {self.log_path}")
             try:
                 connect(self.hosts, timeout=2).stop()
-                break
+                return
             except ClusterError:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise ClusterError(f"embedded ZooKeeper did not answer on {self.hosts} within "
                                        f"{self.start_timeout:.0f}s; see {self.log_path}")
-        log.info("embedded ZooKeeper up at %s", self.hosts)
-        if self.supervise and self._watcher is None:
-            # The JVM dies with the thread that started it (PDEATHSIG): restarts happen here too.
-            self._watcher = threading.Thread(target=self._watch, name="elearn-zk-supervisor", daemon=True)
-            self._watcher.start()
-        return self
 
-    def _watch(self) -> None:
+    def _own(self, spawned: threading.Event) -> None:
+        try:
+            self._spawn()
+        finally:
+            spawned.set()
         while not self._stopping.wait(0.5):
             proc = self.proc
-            if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+            if self.supervise and proc is not None and proc.poll() is not None:
                 self.restarts += 1
-                try:
-                    self.start(fresh=False)
-                except ClusterError as exc:
-                    log.error("embedded ZooKeeper could not be restarted: %s", exc)
-                    return
+                log.warning("embedded ZooKeeper exited with %s; restarting it", proc.returncode)
+                self._spawn()
                 if self.on_restart:
                     self.on_restart(self.restarts)
         if self.proc is not None:
@@ -149,9 +161,6 @@ class EmbeddedZooKeeper:
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(30)
             self._watcher = None
-        if self.proc is not None:
-            stop_process(self.proc, grace=5.0)
-            self.proc = None
 
     def __enter__(self):
         return self.start()

@@ -93,15 +93,20 @@ class NodeDaemon:
         if state == KazooState.LOST:
             self._session_lost.set()
 
-    def _start_child(self, spec: dict) -> subprocess.Popen:
-        cfg = {"cluster": spec, "role": self.role, "index": self.index}
+    def _spawn_child(self) -> subprocess.Popen:
+        """Start the TF process now; it imports TensorFlow while the cluster forms (see node.py)."""
         logf = open(self.log_path, "ab")
         try:
             return popen_child([sys.executable, "-u", "-m", "elearn.runtime.node"],
                                stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT,
-                               env=child_env(self.app, {"ELEARN_NODE": json.dumps(cfg)}))
+                               env=child_env(self.app, {"ELEARN_NODE": json.dumps(
+                                   {"role": self.role, "index": self.index})}))
         finally:
             logf.close()
+
+    def _configure(self, child: subprocess.Popen, spec: dict) -> None:
+        child.stdin.write((json.dumps({"cluster": spec}) + "\n").encode())
+        child.stdin.flush()
 
     def connect(self) -> None:
         """Join ZooKeeper and say this node exists (state ``spooling`` while a worker feeds)."""
@@ -136,8 +141,9 @@ class NodeDaemon:
             self.app["register_timeout"] + self.app.get("feed_timeout", 3600),
             on_timeout=lambda: ClusterError(f"{self.role}:{self.index} got no cluster spec"))
 
-    def _serve(self, reg: AppRegistry, spec: dict) -> subprocess.Popen:
-        child = self._start_child(spec)
+    def _serve(self, reg: AppRegistry, spec: dict, child: subprocess.Popen | None = None):
+        child = child or self._spawn_child()
+        self._configure(child, spec)
         wait_listening(self.host, self.port, child, self.app.get("start_timeout", 180))
         reg.update(self.role, self.index, self._info("running", child_pid=child.pid))
         return child
@@ -152,11 +158,12 @@ class NodeDaemon:
         exit_codes = []
         try:
             reg.register(self.role, self.index, self._info("reserved"))
+            child = self._spawn_child()
             got = self._wait_spec(reg, 0)
             if not isinstance(got, tuple):
                 return self._stats(started, exit_codes)
             self.generation, spec = got
-            child = self._serve(reg, spec)
+            child = self._serve(reg, spec, child)
             last_beat = time.time()
             while True:
                 if self._app_over(reg):

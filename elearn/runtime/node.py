@@ -1,6 +1,8 @@
 """The TensorFlow server process of one PS-mode node (``python -m elearn.runtime.node``).
 
-Started by the node's daemon with the cluster spec in ``ELEARN_NODE`` (JSON). It lives until its
+The daemon starts it as soon as the node has reserved its port, with its role and index in
+``ELEARN_NODE``; it imports TensorFlow at once, then reads the cluster spec as one JSON line on stdin
+(sent when the driver publishes it), so the import overlaps the cluster forming. It lives until its
 daemon stops it; if the daemon disappears, stdin reaches EOF (and PDEATHSIG fires) and it exits.
 """
 from __future__ import annotations
@@ -21,10 +23,15 @@ def _exit_when_parent_goes() -> None:
 
 def main() -> None:
     cfg = json.loads(os.environ["ELEARN_NODE"])
-    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     # Workers and PS fail fast on lost peers so the coordinator, not they, decides what to retry.
     os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
     import tensorflow as tf
+
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return  # the daemon went away before the cluster formed
+    cfg.update(json.loads(line))
+    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
 
     server = tf.distribute.Server(
         tf.train.ClusterSpec(cfg["cluster"]), job_name=cfg["role"], task_index=cfg["index"],
