@@ -70,3 +70,12 @@ def test_a_worker_without_rows_is_named(tmp_path):
     feeds = spool(tmp_path, [5, 0])
     with pytest.raises(FeedError, match=r"worker 1 received no rows of 'train' \(5 rows over 2 workers\)"):
         context(feeds, 1, 2).dataset(batch_size=4)
+
+
+def test_horovod_runtime_is_refused_at_once_with_what_to_install():
+    import elearn
+    from elearn.errors import ElearnError
+
+    with pytest.raises(ElearnError, match=r"--runtime horovod needs Horovod built against this "
+                       r"TensorFlow.*HOROVOD_WITH_TENSORFLOW=1 pip install --no-build-isolation horovod"):
+        elearn.submit(elearn.SparkTFJob, runtime="horovod", workers=2)
