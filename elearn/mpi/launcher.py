@@ -74,7 +74,10 @@ def _node_app(app, job) -> dict:
         require_horovod()
     return {**app.node_spec(loopback=app.single_host), "job": ship_job(job), "workers": opts.workers,
             "runtime": runtime, "fill": opts.fill, "checkpoint_dir": app.checkpoint_dir,
-            "model_dir": app.model_dir, "log_dir": app.log_dir, "sys_path": _job_paths(job)}
+            "model_dir": app.model_dir, "log_dir": app.log_dir, "sys_path": _job_paths(job),
+            # ctx.report() on the chief: a file the driver shows, where the driver can read it.
+            "metrics": os.path.join(app.dir, "metrics.jsonl") if app.single_host else None,
+            "events": app.events_path if app.single_host else None}
 
 
 def _launch(app, frame, plan, node_app: dict) -> _Stage:
@@ -105,7 +108,8 @@ def _watch(app, stage: _Stage) -> list:
     """Wait for the stage; say registration, restarts; fail with a reason when it cannot finish."""
     opts, say, reg = app.opts, app.console.say, app.registry
     restarts = GroupRestarts(app.client, app.id)
-    seen = {"registered": -1, "restarts": 0, "training": False}
+    seen = {"registered": -1, "restarts": 0, "training": False, "metrics": 0}
+    metrics_path = os.path.join(app.dir, "metrics.jsonl")
 
     def registered():
         if stage.error is not None or not stage.is_alive():
@@ -137,12 +141,34 @@ def _watch(app, stage: _Stage) -> list:
                 app.event("restart", **req)
             else:
                 say(f"{req['reason']}; no restarts left (--max-restarts {opts.max_restarts})")
+        seen["metrics"] = _show_metrics(metrics_path, seen["metrics"], say)
         return not stage.is_alive()
 
     wait_until(finished, 3600 * 24 * 365, interval=0.5)
     if stage.error is not None:
         raise ClusterError(f"the allreduce Spark job failed: {_spark_message(stage.error)}") from stage.error
     return sorted(stage.result or [], key=lambda s: s["index"])
+
+
+def _show_metrics(path: str, offset: int, say) -> int:
+    """Say the chief's new ``ctx.report`` lines; returns the new offset into the file."""
+    try:
+        with open(path) as f:
+            f.seek(offset)
+            text = f.read()
+    except OSError:
+        return offset
+    complete = text[:text.rfind("\n") + 1]
+    for line in complete.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        step = record.pop("step", None)
+        record.pop("time", None)
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+        say((f"step {step}: " if step is not None else "") + shown)
+    return offset + len(complete)
 
 
 def _failure(stats: list, max_restarts: int) -> ClusterError:

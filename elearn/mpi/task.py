@@ -133,6 +133,7 @@ class GroupMember:
                    "runtime": self.app.get("runtime", "tf"), "fill": self.app.get("fill"),
                    "checkpoint_dir": self.app["checkpoint_dir"], "model_dir": self.app["model_dir"],
                    "log_dir": self.app["log_dir"], "sys_path": self.app.get("sys_path", []),
+                   "metrics": self.app.get("metrics"), "events": self.app.get("events"),
                    "scratch": os.path.join(self.base, "scratch"),
                    "heartbeat_every": self.app.get("heartbeat_every", 2.0)}
         path = os.path.join(self.base, "payload.pkl")

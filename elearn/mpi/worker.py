@@ -48,6 +48,18 @@ def build_strategy(runtime: str, workers: int):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+def _events(payload: dict):
+    path = payload.get("events")
+    if not path or payload["index"] != 0:
+        return None
+
+    def event(kind, **fields):
+        with open(path, "a") as f:
+            f.write(json.dumps({"time": time.time(), "event": kind, "attempt": payload["attempt"],
+                                **fields}) + "\n")
+    return event
+
+
 def run(payload: dict) -> dict:
     from pyspark import cloudpickle
 
@@ -77,7 +89,8 @@ def run(payload: dict) -> dict:
         model_dir=payload["model_dir"] if chief else os.path.join(scratch, "model"),
         log_dir=payload["log_dir"] if chief else os.path.join(scratch, "tensorboard"),
         args=job.args, keras=keras, feeds=feeds, fill=payload.get("fill") or {},
-        local_worker=index, chief_checkpoint_dir=payload["checkpoint_dir"])
+        local_worker=index, chief_checkpoint_dir=payload["checkpoint_dir"],
+        metrics_path=payload.get("metrics"), events=_events(payload))
     for d in (ctx.checkpoint_dir, ctx.log_dir):
         os.makedirs(d, exist_ok=True)
     model = job.train(ctx)

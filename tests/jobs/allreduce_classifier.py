@@ -44,9 +44,11 @@ class AllreduceClassifier(SparkTFJob):
             model.compile(optimizer=keras.optimizers.Adam(0.02), metrics=["accuracy"],
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         batch = 50
+        callbacks = [ctx.backup_callback(keras), Progress(keras, ctx, self.args)]
+        if keras is ctx.keras:  # elearn's progress lines are a callback of ctx.keras
+            callbacks.append(ctx.progress_callback(every_seconds=60, batch_size=batch))
         model.fit(ctx.dataset(label="label", batch_size=batch), epochs=int(self.args.get("epochs", 4)),
-                  steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0,
-                  callbacks=[ctx.backup_callback(keras), Progress(keras, ctx, self.args)])
+                  steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0, callbacks=callbacks)
         test = np.random.default_rng(7).uniform(-1, 1, (2000, N_FEATURES)).astype(np.float32)
         logits = model({f: test[:, i] for i, f in enumerate(FEATURES)}, training=False)
         accuracy = float(np.mean(np.argmax(np.asarray(logits), axis=1) == label_of(test)))
