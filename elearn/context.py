@@ -63,10 +63,15 @@ class TrainContext:
                 ckpt.maybe_save(step + 1)
 
         In PS mode ``save`` first waits for every scheduled step (``coordinator.join()``), so a
-        checkpoint never holds half a step.
+        checkpoint never holds half a step. In allreduce mode every worker restores the chief's
+        latest checkpoint; only the chief's saves are kept.
         """
         from elearn.checkpoint import Checkpointer
 
+        if self.mode == "allreduce" and not self.is_chief and self.chief_checkpoint_dir:
+            from elearn.mpi.backup import mirror_chief
+
+            mirror_chief(self.chief_checkpoint_dir, self.checkpoint_dir)
         return Checkpointer(self.checkpoint_dir, objects, every_steps=every_steps,
                             every_seconds=every_seconds, max_to_keep=max_to_keep,
                             coordinator=self.coordinator, on_save=self._on_checkpoint)

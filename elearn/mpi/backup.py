@@ -18,6 +18,16 @@ def _is_tf_keras(keras) -> bool:
     return getattr(keras, "__name__", "").split(".")[0] == "tf_keras"
 
 
+def mirror_chief(chief_dir: str, mine: str) -> None:
+    """Make this worker's private checkpoint directory a copy of the chief's, to restore from."""
+    shutil.rmtree(mine, ignore_errors=True)
+    if os.path.isdir(chief_dir):
+        # The chief cannot save again before this worker has joined the first collective step.
+        shutil.copytree(chief_dir, mine)
+    else:
+        os.makedirs(mine, exist_ok=True)
+
+
 def backup_callback(ctx, keras, save_freq="epoch"):
     chief_dir = os.path.join(ctx.chief_checkpoint_dir or ctx.checkpoint_dir, BACKUP)
     if _is_tf_keras(keras):
@@ -25,8 +35,5 @@ def backup_callback(ctx, keras, save_freq="epoch"):
     if ctx.is_chief:
         return keras.callbacks.BackupAndRestore(backup_dir=chief_dir, save_freq=save_freq)
     mine = os.path.join(ctx.checkpoint_dir, BACKUP)
-    shutil.rmtree(mine, ignore_errors=True)
-    if os.path.isdir(chief_dir):
-        # The chief cannot write a new backup before this worker joins the first step.
-        shutil.copytree(chief_dir, mine)
+    mirror_chief(chief_dir, mine)
     return keras.callbacks.BackupAndRestore(backup_dir=mine, save_freq=save_freq)

@@ -1,4 +1,5 @@
-"""Allreduce mode's per-worker datasets, in process: real spools, real TF readers, no cluster.
+"""Allreduce mode in process: per-worker datasets over real spools and TF readers, checkpoint
+restore on non-chief workers, option checks. No cluster.
 
 Uneven partitions must give every worker the same number of steps per epoch (a worker that runs
 out first would leave the others waiting in the collective), and nothing may be dropped.
@@ -79,3 +80,25 @@ def test_horovod_runtime_is_refused_at_once_with_what_to_install():
     with pytest.raises(ElearnError, match=r"--runtime horovod needs Horovod built against this "
                        r"TensorFlow.*HOROVOD_WITH_TENSORFLOW=1 pip install --no-build-isolation horovod"):
         elearn.submit(elearn.SparkTFJob, runtime="horovod", workers=2)
+
+
+def test_every_worker_restores_the_chiefs_checkpoint_and_only_the_chief_keeps_saves(tmp_path):
+    import tensorflow as tf
+
+    chief_dir, scratch = tmp_path / "checkpoints", tmp_path / "worker-1" / "checkpoints"
+
+    def ctx(index, checkpoint_dir):
+        return TrainContext(strategy=tf.distribute.get_strategy(), mode="allreduce",
+                            task_type="worker", task_index=index, num_workers=2, num_ps=0,
+                            checkpoint_dir=str(checkpoint_dir), model_dir="", log_dir="", args={},
+                            chief_checkpoint_dir=str(chief_dir))
+
+    weight = tf.Variable(5.0)
+    ctx(0, chief_dir).checkpoint(weight=weight, every_steps=10).save(10)
+    mine = tf.Variable(0.0)
+    ckpt = ctx(1, scratch).checkpoint(weight=mine, every_steps=10)
+    assert ckpt.step == 10 and float(mine.numpy()) == 5.0
+    mine.assign(7.0)
+    ckpt.save(20)
+    assert tf.train.latest_checkpoint(str(chief_dir)).endswith("ckpt-10")  # the chief's, untouched
+    assert tf.train.latest_checkpoint(str(scratch)).endswith("ckpt-20")
