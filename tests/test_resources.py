@@ -1,0 +1,109 @@
+"""Node shapes: ResourceProfiles for PS and worker executors, and GPUs for the TF processes."""
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+from conftest import job
+
+from elearn.config import SubmitOptions
+from elearn.errors import ElearnError
+from elearn.procs import free_port
+from elearn.resources_profile import (build_profiles, cuda_visible_devices, gpu_env, profile_conf,
+                                      shapes)
+from elearn.runtime.daemon import child_env
+
+
+# -- GPUs: no GPU on this machine, so the mapping from Spark's assigned addresses is tested alone --
+
+def test_assigned_gpu_addresses_become_cuda_visible_devices():
+    assert cuda_visible_devices(["3", "1"]) == "1,3"
+    assert cuda_visible_devices(["10", "2", "2"]) == "2,10"
+    assert cuda_visible_devices(["GPU-b1", "GPU-a0"]) == "GPU-b1,GPU-a0"  # UUIDs keep Spark's order
+    info = SimpleNamespace(name="gpu", addresses=["1", "0"])  # Spark's ResourceInformation shape
+    assert gpu_env({"gpu": info}) == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert gpu_env({}) == {} and gpu_env(None) == {} and gpu_env({"gpu": []}) == {}
+    with pytest.raises(ElearnError, match="discovery script"):
+        cuda_visible_devices(["0,1"])
+
+
+def test_tf_child_environment_outside_a_task_hides_gpus():
+    # No Spark task here: the child gets no GPU unless the executor's environment gave it some.
+    env = child_env({"tf_log": False})
+    assert env["CUDA_VISIBLE_DEVICES"] == os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+# -- profiles -------------------------------------------------------------------------------------
+
+def test_shapes_are_validated_with_the_flag_named():
+    with pytest.raises(ElearnError, match="--ps-memory 'lots'"):
+        shapes(SubmitOptions(ps=1, ps_memory="lots"))
+    with pytest.raises(ElearnError, match="--worker-cores must be"):
+        shapes(SubmitOptions(ps=1, worker_cores=0))
+    got = shapes(SubmitOptions(ps=1, ps_memory="2g", worker_cores=4, worker_gpus=1))
+    assert got["ps"].memory == "2g" and got["worker"].gpus == 1 and got["worker"].cores == 4
+
+
+def test_dynamic_allocation_is_turned_on_only_where_profiles_apply():
+    opts = SubmitOptions(ps=1, workers=2, ps_memory="2g")
+    conf = profile_conf(opts, "yarn", "ps", {})
+    assert conf["spark.dynamicAllocation.enabled"] == "true"
+    assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+    assert profile_conf(opts, "yarn", "ps", {"spark.dynamicAllocation.enabled": "false"}) == {
+        "spark.dynamicAllocation.enabled": "false"}  # the user's choice wins
+    assert profile_conf(opts, "local[4]", "ps", {}) == {}
+    # Barrier stages refuse dynamic allocation: allreduce keeps it off.
+    assert profile_conf(SubmitOptions(workers=2, worker_gpus=1), "yarn", "allreduce", {}) == {}
+    assert profile_conf(SubmitOptions(ps=1), "yarn", "ps", {}) == {}
+
+
+def test_local_mode_says_once_that_profiles_are_not_applied():
+    said = []
+    opts = SubmitOptions(ps=1, workers=1, ps_cores=2, worker_memory="1g")
+    assert build_profiles(None, opts, "local[2]", said.append) == {"ps": None, "worker": None}
+    assert len(said) == 1
+    assert "--ps-cores, --worker-memory not applied" in said[0] and "local[2]" in said[0]
+
+
+def test_ps_and_worker_tasks_run_on_executors_of_the_requested_shapes(pl_submit, tmp_path):
+    """Local-cluster with dynamic allocation: executors are observed through Spark's REST API."""
+    out, ui = tmp_path / "shapes.jsonl", free_port()
+    run = pl_submit(job("shapes.py"), "--ps", 1, "--workers", 2,
+                    "--master", "local-cluster[4,2,1536]", "--app-name", "shapes-test",
+                    "--ps-cores", 1, "--ps-memory", "1g", "--worker-cores", 2, "--worker-memory", "512m",
+                    # 2-core default executors (for pre_train's shuffle) fill whole local-cluster
+                    # workers, so single-core ones cannot strand the 2-core worker executors.
+                    "--conf", "spark.executor.cores=2", "--conf", "spark.executor.memory=512m",
+                    "--conf", f"spark.ui.port={ui}", "--conf", "spark.port.maxRetries=0",
+                    "--register-timeout", 400, "--arg", f"out={out}", "--arg", f"ui={ui}",
+                    timeout=600)
+    try:
+        assert run.returncode == 0, run.output[-4000:]
+        (seen,) = [json.loads(line) for line in out.read_text().splitlines()]
+        execs, roles = seen["executors"], seen["roles"]
+        assert len(roles["ps"]) == 1 and len(roles["worker"]) == 2, seen
+        ps_exec = execs[roles["ps"][0]]
+        worker_execs = [execs[e] for e in roles["worker"]]
+        assert ps_exec["cores"] == 1
+        assert all(e["cores"] == 2 for e in worker_execs), seen
+        assert len(set(roles["worker"])) == 2  # one worker per 2-core executor
+        # Storage memory is a fixed share of the heap: the 1g PS executor has more than the 512m ones.
+        assert all(ps_exec["max_memory"] > e["max_memory"] for e in worker_execs), seen
+        profiles = {ps_exec["profile"]} | {e["profile"] for e in worker_execs}
+        assert len(profiles) == 2 and 0 not in profiles, seen  # two non-default profiles
+        assert "executor shapes: ps 1 cores, 1g; worker 2 cores, 512m" in run.output
+    finally:
+        _remove_executor_dirs("shapes-test")
+
+
+def _remove_executor_dirs(app_name):
+    """local-cluster leaves executors' directories in SPARK_HOME/work; remove this test's."""
+    import glob
+    import shutil
+
+    import pyspark
+
+    work = os.path.join(os.path.dirname(pyspark.__file__), "work")
+    for node_dir in glob.glob(os.path.join(work, "app-*", "*", "elearn", app_name)):
+        shutil.rmtree(node_dir.split(os.sep + "elearn" + os.sep)[0].rsplit(os.sep, 1)[0],
+                      ignore_errors=True)
