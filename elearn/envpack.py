@@ -42,7 +42,7 @@ class ShippedEnv:
 
     archive: str
     alias: str = ALIAS
-    kind: str = "unknown"            # "venv-pack", "conda-pack" or "unknown"
+    kind: str = "unknown"            # "venv-pack", "conda-pack", "remote" (not listed) or "unknown"
     base_python: str | None = None   # venv-pack: the interpreter the archive's bin/python links to
     packed: bool = False             # packed by this submit (False: given, or found in the cache)
 
@@ -61,7 +61,17 @@ class ShippedEnv:
 
 def _split_alias(spec: str) -> tuple[str, str]:
     path, _, alias = spec.partition("#")
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    if _remote(path):
+        return path, alias or ALIAS
     return os.path.abspath(os.path.expanduser(path)), alias or ALIAS
+
+
+def _remote(path: str) -> bool:
+    """hdfs://, s3a://, gs://, https:// ...: Spark fetches it; the submitting host cannot list it."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.isalnum() and scheme != "file"
 
 
 def _clean(name: str) -> str:
@@ -156,6 +166,11 @@ def check_archive(spec: str, cache: str | None = None) -> ShippedEnv:
     in ``cache`` by path, size and modification time, so the same archive is listed only once.
     """
     path, alias = _split_alias(spec)
+    if _remote(path):
+        if not path.endswith(SUFFIXES):
+            raise EnvironmentArchiveError(f"--archives {path}: Spark unpacks only "
+                                          f"{', '.join(SUFFIXES)} archives")
+        return ShippedEnv(path, alias, "remote")
     memo = None
     if cache and os.path.isfile(path):
         st = os.stat(path)
@@ -362,7 +377,10 @@ def resolve_environment(archives: str | None, conda_env: str | None, venv: str |
         env = pack_venv(venv, cache_dir(home), say)
     else:
         env = pack_conda(conda_env, cache_dir(home), say)
-    if env.kind == "venv-pack" and env.base_python:
+    if env.kind == "remote":
+        say(f"environment {env.archive} ships as ./{env.alias} (remote: Spark fetches it; its "
+            "contents are not checked here)")
+    elif env.kind == "venv-pack" and env.base_python:
         say(f"environment {env.archive} (venv-pack): executors need {env.base_python} at that "
             "path on every host")
     else:

@@ -73,6 +73,10 @@ def test_archive_check_reads_both_layouts_and_refuses_local_mode(tmp_path):
     assert (env.kind, env.alias, env.python) == ("venv-pack", "py", "./py/bin/python")
     assert env.spark_conf({"spark.archives": "a.zip#a"}) == {
         "spark.archives": f"a.zip#a,{zpath}#py", "spark.pyspark.python": "./py/bin/python"}
+    remote = check_archive("hdfs:///envs/train.tar.gz")  # Spark fetches it; nothing to list here
+    assert (remote.kind, remote.archive) == ("remote", "hdfs:///envs/train.tar.gz")
+    with pytest.raises(EnvironmentArchiveError, match="Spark unpacks only"):
+        check_archive("s3a://bucket/env.rpm")
     with pytest.raises(EnvironmentArchiveError, match=r"--master local\[4\] runs everything"):
         resolve_environment(str(zpath), None, None, "local[4]")
     with pytest.raises(EnvironmentArchiveError, match="give only one"):
