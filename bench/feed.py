@@ -93,10 +93,10 @@ def read_spool(meta: dict, label: str) -> int:
     columns = [FeedColumn.from_dict(c) for c in meta["columns"]]
     ds = spool_dataset(meta["dir"], meta["chunks"], columns, label=label, batch_size=BATCH,
                        shuffle=True, seed=1, list_lengths=meta["list_lengths"])
-    n = 0
-    for _, y in ds:
-        n += int(tf.shape(y)[0])
-    return n
+    # Consumed inside the graph, as Model.fit and coordinator.schedule do: a Python loop over the
+    # batches would measure eager iteration, not the reader.
+    n = ds.reduce(tf.constant(0, tf.int64), lambda acc, batch: acc + tf.shape(batch[1], tf.int64)[0])
+    return int(n)
 
 
 def read_all(metas: list, label: str) -> int:
