@@ -127,6 +127,11 @@ def build_profiles(spark, opts, master: str, say=lambda msg: None) -> dict:
             if shape.gpus:
                 ex = ex.resource(GPU, shape.gpus, discovery_script(dict(conf.getAll())), vendor)
             builder.require(ex)
+        elif cores > default_cores:
+            raise ElearnError(
+                f"--{role}-cores {cores}: with dynamic allocation off, tasks run on executors of "
+                f"spark.executor.cores={default_cores}, so a {cores}-cpu task would never start. "
+                f"Set --conf spark.executor.cores={cores} or turn dynamic allocation on.")
         elif shape.memory or shape.cores:
             say(f"--{role}-cores/--{role}-memory shape executors only with dynamic allocation; "
                 "with it off, only the task's cpus and GPUs apply")

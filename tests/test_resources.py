@@ -107,3 +107,13 @@ def _remove_executor_dirs(app_name):
     for node_dir in glob.glob(os.path.join(work, "app-*", "*", "elearn", app_name)):
         shutil.rmtree(node_dir.split(os.sep + "elearn" + os.sep)[0].rsplit(os.sep, 1)[0],
                       ignore_errors=True)
+
+
+def test_task_wider_than_executors_is_refused_when_dynamic_allocation_is_off():
+    from pyspark import SparkConf  # a plain SparkConf needs no JVM
+
+    conf = SparkConf(loadDefaults=False).setAll([("spark.dynamicAllocation.enabled", "false"),
+                                                 ("spark.executor.cores", "1")])
+    spark = SimpleNamespace(sparkContext=SimpleNamespace(getConf=lambda: conf))
+    with pytest.raises(ElearnError, match="--conf spark.executor.cores=2"):
+        build_profiles(spark, SubmitOptions(ps=1, worker_cores=2), "spark://h:7077")
