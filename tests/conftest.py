@@ -91,6 +91,28 @@ class Run:
         return [os.path.join(root, d) for d in os.listdir(root)] if os.path.isdir(root) else []
 
 
+_STARTED: list = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover_runs():
+    """A test that fails while its pl_submit runs must not leave that application running."""
+    yield
+    while _STARTED:
+        run = _STARTED.pop()
+        if run.proc.poll() is None:
+            try:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            run.proc.wait(30)
+        for pid in tagged_pids(run.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def start_pl_submit(args, tmp_path, env=None) -> Run:
     tag = uuid.uuid4().hex
     full_env = {**os.environ, "ELEARN_TEST_TAG": tag, "ELEARN_HOME": str(tmp_path),
@@ -99,7 +121,9 @@ def start_pl_submit(args, tmp_path, env=None) -> Run:
     proc = subprocess.Popen(PL_SUBMIT + [str(a) for a in args], env=full_env, cwd=str(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    return Run(tag, proc, str(tmp_path))
+    run = Run(tag, proc, str(tmp_path))
+    _STARTED.append(run)
+    return run
 
 
 def finish(run: Run, timeout: float = 300) -> Run:

@@ -349,8 +349,15 @@ def run_ps(app, job, frame, plan) -> dict:
             delay = policy.next_delay(cause.split(" ")[0] if ":" in cause.split(" ")[0] else "coordinator")
             app.event("failure", cause=cause, attempt=attempt, error=outcome.get("error"))
             if delay is None:
+                node = cause.split(" ")[0]
+                log_tail = ""
+                if ":" in node and node.split(":")[0] in ("ps", "worker"):
+                    info = app.registry.nodes(node.split(":")[0]).get(int(node.split(":")[1]), {})
+                    log_tail = (f"\nlog of {node} ({info.get('log')}), last lines:\n"
+                                f"{tail(info.get('log', ''), 20)}")
                 raise ClusterError(f"giving up after {policy.restarts} restarts (--max-restarts "
-                                   f"{opts.max_restarts}); last failure: {cause}\n{outcome.get('error', '')}")
+                                   f"{opts.max_restarts}); last failure: {cause}\n"
+                                   f"{outcome.get('error', '')}{log_tail}")
             app.console.say(f"restart {policy.restarts}/{opts.max_restarts}: {cause}; "
                             f"re-forming the cluster in {delay:.0f}s, train resumes from the latest checkpoint")
             time.sleep(delay)  # backoff between restarts, not a synchronisation
