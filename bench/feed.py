@@ -157,7 +157,6 @@ def queue_pass(frame, rows_cap: int | None, workers: int):
             q.put(done)
 
     parts = source.rdd.getNumPartitions()
-    ncols = len(frame.columns)
 
     def generate():
         ended = 0
@@ -176,14 +175,11 @@ def queue_pass(frame, rows_cap: int | None, workers: int):
     t = threading.Thread(target=feeder, daemon=True)
     t0 = time.perf_counter()
     t.start()
-    n = 0
-    for _, y in ds:
-        n += int(y.shape[0])
+    n = int(ds.reduce(tf.constant(0, tf.int64), lambda acc, batch: acc + tf.shape(batch[1], tf.int64)[0]))
     t.join()
     seconds = time.perf_counter() - t0
     if feeder_error:
         raise feeder_error[0]
-    del ncols
     return seconds, n
 
 
@@ -195,6 +191,7 @@ def main():
     p.add_argument("--queue-rows", type=int, default=None,
                    help="rows the queue baseline sends (default: all); its time is scaled up")
     p.add_argument("--skip-queue", action="store_true")
+    p.add_argument("--repeat", type=int, default=2, help="rounds of (1), (2), (4); best time kept")
     p.add_argument("--dir", default=None, help="spool root (default: a temporary directory)")
     a = p.parse_args()
 
@@ -223,22 +220,26 @@ def main():
     results = {}
     try:
         timed(lambda: floor_pass(frame))  # warm the Python workers
-        t1, n1 = timed(lambda: floor_pass(frame))
-        assert n1 == a.rows, n1
+        # (1), (2) and (4) alternate for --repeat rounds and keep each one's best time: on a
+        # shared machine a single pass measures the neighbours as much as the feed.
+        t1 = t2 = t4 = float("inf")
+        for round_ in range(a.repeat):
+            t, n1 = timed(lambda: floor_pass(frame))
+            assert n1 == a.rows, n1
+            t1 = min(t1, t)
+            t_spool, metas = timed(lambda: spool_pass(frame, plan, root))
+            assert sum(m["train"]["rows"] for m in metas) == a.rows
+            t_read, n2 = timed(lambda: read_all(metas, "label"))
+            assert n2 == a.rows, n2
+            t2 = min(t2, t_spool + t_read)
+            t, n4 = timed(lambda: read_spool(metas[0]["train"], "label"))
+            t4 = min(t4, t)
+            print(f"round {round_ + 1}: (1) {t1:.2f}s  (2) {t_spool + t_read:.2f}s (spool "
+                  f"{t_spool:.2f}s, TF {t_read:.2f}s)  (4) {t:.2f}s for {n4:,} rows", flush=True)
         results["1 floor: mapInArrow count"] = t1
-        print(f"(1) {t1:.2f}s", flush=True)
-
-        t_spool, metas = timed(lambda: spool_pass(frame, plan, root))
-        assert sum(m["train"]["rows"] for m in metas) == a.rows
-        t_read, n2 = timed(lambda: read_all(metas, "label"))
-        assert n2 == a.rows, n2
-        results["2 elearn: spool + TF reads all"] = t_spool + t_read
-        print(f"(2) {t_spool + t_read:.2f}s (spool {t_spool:.2f}s, TF {t_read:.2f}s)", flush=True)
-
-        t4, n4 = timed(lambda: read_spool(metas[0]["train"], "label"))
-        per_worker_rate = n4 / t4
+        results["2 elearn: spool + TF reads all"] = t2
         results["4 reader: one worker's spool"] = t4
-        print(f"(4) {t4:.2f}s for {n4:,} rows", flush=True)
+        per_worker_rate = n4 / t4
 
         scaled = None
         if not a.skip_queue:

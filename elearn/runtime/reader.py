@@ -119,21 +119,27 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
     if repeat:
         paths = paths.repeat()
     parse = _parse_chunk(columns, wanted, fixed, pad, ragged, fill)
-    ds = paths.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
 
-    def permute(n, cols):
-        order = tf.random.shuffle(tf.range(n), seed=seed)
-        return n, tf.nest.map_structure(lambda v: tf.gather(v, order), cols)
+    def chunk(path):
+        # One map per chunk does everything per-row work needs (parse, permute, pick the
+        # columns): per-batch stages cost a fixed overhead per batch, which dominates at small
+        # batch sizes.
+        n, cols = parse(path)
+        if shuffle:
+            order = tf.random.shuffle(tf.range(n), seed=seed)
+            cols = tf.nest.map_structure(lambda v: tf.gather(v, order), cols)
+        picked = {k: cols[k] for k in features}
+        return (picked, cols[label]) if label else picked
 
-    if shuffle:
-        ds = ds.map(permute, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    ds = ds.map(lambda n, cols: cols)
+    ds = paths.map(chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     # rebatch slices and joins whole chunks (ragged components included): no per-row ops.
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
     if sparse:
-        def to_sparse(cols):
+        def densify(cols):
             cols = dict(cols)
             for name in sparse:
+                if name not in cols:
+                    continue
                 ids, values = cols[name]
                 index = tf.stack([ids.value_rowids(), ids.flat_values], axis=1)
                 shape = tf.stack([ids.nrows(), tf.constant(int(sizes.get(name, 0)), tf.int64)])
@@ -144,9 +150,11 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
                 cols[name] = st
             return cols
 
+        def to_sparse(*element):
+            if label:
+                x, y = element
+                return densify(x), (densify({label: y})[label] if label in sparse else y)
+            return densify(element[0])
+
         ds = ds.map(to_sparse, num_parallel_calls=tf.data.AUTOTUNE)
-    if label:
-        ds = ds.map(lambda cols: ({k: cols[k] for k in features}, cols[label]))
-    else:
-        ds = ds.map(lambda cols: {k: cols[k] for k in features})
     return ds.prefetch(tf.data.AUTOTUNE)

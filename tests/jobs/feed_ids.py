@@ -34,7 +34,7 @@ class FeedIds(SparkTFJob):
                                   "validation_rows": ctx.rows("validation"),
                                   "steps": ctx.steps_per_epoch(64)})
         per_worker = ctx.coordinator.create_per_worker_dataset(
-            ctx.dataset_fn(features=["id"], batch_size=64, shuffle=True, seed=11, repeat=False))
+            ctx.dataset_fn(features=["id"], batch_size=64, shuffle=True, repeat=False))
 
         @tf.function
         def drain(iterator):
