@@ -1,6 +1,6 @@
 """Allreduce-mode training throughput against plain TensorFlow, side by side in one run.
 
-    python bench/allreduce.py [--rows 200000]
+    python bench/allreduce.py [--rows 200000] [--rounds 2]
 
 (a) plain single-process TensorFlow/Keras with the data in memory (tf.data.from_tensor_slices),
 (b) elearn allreduce mode with --workers 1 (Spark feed, spool, TF child process),
@@ -11,6 +11,7 @@ warm-up epoch is timed (examples/s), not start-up or the feed.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ def plain(rows: int, out: str) -> None:
 
 def run(cmd, out):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     with open(out) as f:
@@ -50,26 +51,35 @@ def run(cmd, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="run a, b, c this many times, interleaved; the best of each is shown")
     parser.add_argument("--plain-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_out:
         return plain(args.rows, args.plain_out)
     work = tempfile.mkdtemp(prefix="elearn-bench-allreduce-")
-    results = {}
-    out = os.path.join(work, "plain.json")
-    results["(a) plain TF, data in memory"] = run(
-        [sys.executable, __file__, "--rows", args.rows, "--plain-out", out], out)
-    for workers in (1, 2):
-        out = os.path.join(work, f"elearn-{workers}.json")
-        results[f"({'b' if workers == 1 else 'c'}) elearn --workers {workers}"] = run(
-            [sys.executable, "-m", "plsubmit.cli", os.path.join(HERE, "allreduce_job.py"),
-             "--workers", workers, "--work-dir", work, "--quiet", "--arg", f"rows={args.rows}",
-             "--arg", f"out={out}"], out)
-    base = results["(a) plain TF, data in memory"]["examples_per_s"]
-    print(f"\n{args.rows:,} rows, {os.cpu_count()} cores\n")
-    print(f"{'variant':34} {'examples/s':>12} {'vs (a)':>8}")
-    for name, r in results.items():
-        print(f"{name:34} {r['examples_per_s']:>12,.0f} {r['examples_per_s'] / base:>7.2f}x")
+    names = {"a": "(a) plain TF, data in memory", "b": "(b) elearn --workers 1",
+             "c": "(c) elearn --workers 2"}
+    rates = {k: [] for k in names}
+    for r in range(args.rounds):
+        # Interleaved rounds: on a shared machine a burst of load then hits every variant alike.
+        out = os.path.join(work, f"plain-{r}.json")
+        rates["a"].append(run([sys.executable, __file__, "--rows", args.rows, "--plain-out", out],
+                              out)["examples_per_s"])
+        for key, workers in (("b", 1), ("c", 2)):
+            out = os.path.join(work, f"elearn-{workers}-{r}.json")
+            rates[key].append(run(
+                [sys.executable, "-m", "plsubmit.cli", os.path.join(HERE, "allreduce_job.py"),
+                 "--workers", workers, "--work-dir", work, "--quiet", "--arg", f"rows={args.rows}",
+                 "--arg", f"out={out}"], out)["examples_per_s"])
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    base = max(rates["a"])
+    print(f"\n{args.rows:,} rows, {os.cpu_count()} cores, best of {args.rounds} interleaved rounds\n")
+    print(f"{'variant':32} {'examples/s':>12} {'vs (a)':>8}   all rounds")
+    for key, name in names.items():
+        best = max(rates[key])
+        print(f"{name:32} {best:>12,.0f} {best / base:>7.2f}x   {', '.join(f'{v:,.0f}' for v in rates[key])}")
 
 
 if __name__ == "__main__":
