@@ -1,6 +1,6 @@
 """A checkpointed custom loop that reports its progress, for fault-injection tests.
 
-Each round of 20 steps appends {"step": ...} to args["progress"]; each (re)start of train appends
+Each round of args["round"] (20) steps appends {"step": ...} to args["progress"]; each (re)start of train appends
 {"start": step, "restored": path}. Training is paced by args["pause"] seconds per round so a test
 can inject a fault mid-training.
 """
@@ -12,7 +12,6 @@ from common import FEATURES, linear_frame, record
 
 from elearn import SparkTFJob
 
-ROUND = 20
 
 
 class Linear(tf.Module):
@@ -35,7 +34,7 @@ class RecoverLoop(SparkTFJob):
             model = Linear()
         ckpt = ctx.checkpoint(model=model, every_steps=int(self.args.get("every", 40)))
         record(self.args, "progress", {"start": ckpt.step, "restored": ckpt.restored_from,
-                                       "pid": os.getpid()})
+                                       "pid": os.getpid(), "time": time.time()})
 
         @tf.function
         def step(iterator):
@@ -52,14 +51,15 @@ class RecoverLoop(SparkTFJob):
         iterator = iter(ctx.coordinator.create_per_worker_dataset(
             ctx.dataset_fn(label="y", batch_size=64)))
         total, pause = int(self.args.get("steps", 400)), float(self.args.get("pause", 0.5))
+        rounds = int(self.args.get("round", 20))
         current = ckpt.step
         while current < total:
-            for _ in range(ROUND):
+            for _ in range(rounds):
                 ctx.coordinator.schedule(step, args=(iterator,))
             ctx.coordinator.join()
-            current += ROUND
+            current += rounds
             saved = ckpt.maybe_save(current)
-            record(self.args, "progress", {"step": current, "saved": bool(saved)})
+            record(self.args, "progress", {"step": current, "saved": bool(saved), "time": time.time()})
             time.sleep(pause)
         ckpt.save(current)
         record(self.args, "out", {"w": model.w.numpy().tolist(), "b": float(model.b.numpy())})
