@@ -63,8 +63,10 @@ def test_keras3_classifier_survives_a_killed_worker_and_resumes_from_the_last_ep
 
 
 def test_exhausted_restarts_fail_with_the_workers_last_errors(pl_submit, tmp_path):
-    run = pl_submit(JOB, "--workers", 2, "--max-restarts", 1, "--arg", "fail_worker=1",
-                    "--arg", "rows=200", timeout=600)
+    # Nothing fed (pre_train returns None): the barrier stage runs over parallelize(range(2)).
+    # Worker 0 waits in the collective for worker 1, which raises; it is stopped each time.
+    run = pl_submit(job("allreduce_nofeed.py"), "--workers", 2, "--max-restarts", 1,
+                    "--arg", "fail_worker=1", timeout=600)
     assert run.returncode == 1
     assert "allreduce training failed in all 2 attempts (--max-restarts 1)" in run.stderr
     assert "worker 1 exited with code 1 (attempt 2)" in run.stderr

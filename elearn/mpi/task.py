@@ -127,7 +127,7 @@ class GroupMember:
     def _errors(outcomes: list) -> list:
         return [o for o in outcomes if not o["ok"]]
 
-    def _payload(self, attempt: int, spec: list, all_metas: list, files: dict) -> str:
+    def _payload(self, attempt: int, all_metas: list, files: dict) -> str:
         payload = {**files, "job": self.app["job"], "plan": self.plan, "metas": all_metas,
                    "index": self.index, "workers": self.workers, "attempt": attempt,
                    "runtime": self.app.get("runtime", "tf"), "fill": self.app.get("fill"),
@@ -143,7 +143,7 @@ class GroupMember:
 
     def _run_attempt(self, attempt: int, spec: list, all_metas: list) -> dict:
         files = {k: os.path.join(self.base, f"{k}-{attempt}") for k in ("result", "error", "heartbeat")}
-        payload = self._payload(attempt, spec, all_metas, files)
+        payload = self._payload(attempt, all_metas, files)
         tf_config = {"cluster": {"worker": spec}, "task": {"type": "worker", "index": self.index}}
         env = child_env(self.app, {"TF_CONFIG": json.dumps(tf_config), "ELEARN_ALLREDUCE": payload})
         with open(self.log_path, "ab") as logf:
