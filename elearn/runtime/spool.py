@@ -56,13 +56,16 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
-def encode_column(arr: pa.Array, col: FeedColumn) -> tuple[list[bytes], int]:
-    """The blocks of one column of one chunk, and its null count (row-level and element-level)."""
+def encode_column(arr: pa.Array, col: FeedColumn) -> tuple[list, int]:
+    """The blocks of one column of one chunk, and its null count (row-level and element-level).
+
+    A block is bytes or a list of buffers written back to back (large values are not copied).
+    """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     valid, nulls = _validity(arr)
     if col.kind == "scalar":
-        return [tensorproto.numeric(_scalar(arr, col)), valid], nulls
+        return [tensorproto.numeric_parts(_scalar(arr, col)), valid], nulls
     if col.kind == "string":
         return [tensorproto.strings(*_string_buffers(arr)), valid], nulls
     if col.kind == "sparse":
@@ -73,13 +76,14 @@ def encode_column(arr: pa.Array, col: FeedColumn) -> tuple[list[bytes], int]:
         flat = pc.list_flatten(vals)
         nulls += flat.null_count
         indices = pc.list_flatten(idx).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        return [tensorproto.numeric(indices), tensorproto.numeric(_scalar(flat, col)),
-                tensorproto.numeric(splits), valid], nulls
+        return [tensorproto.numeric_parts(indices), tensorproto.numeric_parts(_scalar(flat, col)),
+                tensorproto.numeric_parts(splits), valid], nulls
     # list: null rows become empty lists; null elements are counted and zero-filled.
     splits = _splits(arr)
     values = pc.list_flatten(arr)
     nulls += values.null_count
-    return [tensorproto.numeric(_scalar(values, col)), tensorproto.numeric(splits), valid], nulls
+    return [tensorproto.numeric_parts(_scalar(values, col)), tensorproto.numeric_parts(splits),
+            valid], nulls
 
 
 def _splits(arr: pa.Array) -> np.ndarray:
@@ -141,15 +145,17 @@ class SpoolWriter:
                 self.sizes[col.name] = max(self.sizes[col.name], widest or 0)
             blocks.extend(encoded)
         assert len(blocks) == sum(BLOCKS[c.kind] for c in self.columns)
-        header = np.array([table.num_rows] + [len(b) for b in blocks], "<i8").tobytes()
+        parts = [b if isinstance(b, list) else [b] for b in blocks]
+        sizes = [sum(memoryview(x).nbytes for x in block) for block in parts]
+        header = np.array([table.num_rows] + sizes, "<i8").tobytes()
         path = os.path.join(self.directory, chunk_name(self.chunks))
         with open(path, "wb") as f:
             f.write(header)
-            for b in blocks:
-                f.write(b)
+            for block in parts:
+                f.writelines(block)
         self.chunks += 1
         self.rows += table.num_rows
-        self.bytes += len(header) + sum(len(b) for b in blocks)
+        self.bytes += len(header) + sum(sizes)
 
     def close(self) -> dict:
         """Flush, write the metadata file and return what was spooled."""

@@ -34,11 +34,20 @@ def _header(dtype: str, shape) -> bytes:
     return b"\x08" + _varint(DTYPE_ENUM[dtype]) + _field(0x12, dims)
 
 
-def numeric(arr: np.ndarray) -> bytes:
+def numeric_parts(arr: np.ndarray) -> list:
+    """A numeric TensorProto as ``[prefix bytes, buffer of the values]``: the values are not copied.
+
+    Writing the parts one after the other (``file.writelines``) gives the same bytes as
+    :func:`numeric` without building the message in memory.
+    """
     arr = np.ascontiguousarray(arr)
     name = "bool" if arr.dtype == np.bool_ else arr.dtype.name
-    content = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-    return _header(name, arr.shape) + _varint(0x22) + _varint(len(content)) + content
+    content = memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False).reshape(-1)).cast("B")
+    return [_header(name, arr.shape) + _varint(0x22) + _varint(content.nbytes), content]
+
+
+def numeric(arr: np.ndarray) -> bytes:
+    return b"".join(numeric_parts(arr))
 
 
 def strings(offsets: np.ndarray, data: np.ndarray) -> bytes:
