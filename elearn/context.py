@@ -96,7 +96,11 @@ class TrainContext:
               flush=True)
 
     def progress_callback(self, every_seconds: float = 10.0, batch_size: int | None = None):
-        """A Keras callback (for ``ctx.keras``) that reports step, examples/s, loss and metrics."""
+        """A Keras callback (for ``ctx.keras``) that reports step, examples/s, loss and metrics.
+
+        PS mode reports once per epoch (tf_keras allows no batch-level callbacks there); allreduce
+        mode also every ``every_seconds``.
+        """
         from elearn.progress import make_progress_callback
 
         return make_progress_callback(self, every_seconds, batch_size)

@@ -9,8 +9,8 @@ def make_progress_callback(ctx, every_seconds: float, batch_size: int | None):
     if keras is None:
         import tf_keras as keras
 
-    class ElearnProgress(keras.callbacks.Callback):
-        """Reports the global step, examples/s and Keras' logs every ``every_seconds`` and per epoch."""
+    class EpochProgress(keras.callbacks.Callback):
+        """Reports the global step, examples/s and Keras' logs at the end of every epoch."""
 
         def __init__(self):
             super().__init__()
@@ -31,6 +31,17 @@ def make_progress_callback(ctx, every_seconds: float, batch_size: int | None):
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch
 
+        def on_epoch_end(self, epoch, logs=None):
+            self.step = (epoch + 1) * ((self.params or {}).get("steps") or 0)
+            self._report(logs)
+
+    if ctx.mode == "ps":
+        # tf_keras refuses batch-level callbacks under ParameterServerStrategy.
+        return EpochProgress()
+
+    class BatchProgress(EpochProgress):
+        """Also reports every ``every_seconds`` within an epoch."""
+
         def on_train_batch_end(self, batch, logs=None):
             # With steps_per_execution > 1 Keras calls this once per execution, with the index of
             # the execution's last batch: derive the global step from it rather than counting calls.
@@ -39,10 +50,7 @@ def make_progress_callback(ctx, every_seconds: float, batch_size: int | None):
             if time.monotonic() - self._t >= every_seconds:
                 self._report(logs)
 
-        def on_epoch_end(self, epoch, logs=None):
-            self._report(logs)
-
-    return ElearnProgress()
+    return BatchProgress()
 
 
 def _scalar(value) -> bool:
