@@ -6,7 +6,7 @@ Spark scoring. See README.md in this directory.
     pl_submit examples/fm_movielens/fm_job.py --ps 0 --workers 2                    # allreduce mode
 
 Job arguments (``--arg KEY=VALUE``): data, scale (100k|1m|10m, generated data), seed, epochs,
-batch_size, dim, l2, lr, validation_fraction, als_rank, als_reg, als_iter, out (a JSON-lines file
+batch_size, dim, l2, lr, validation_fraction, shard_kib, als_rank, als_reg, als_iter, out (a JSON-lines file
 the results are appended to).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +47,8 @@ def shard_placement(model) -> list[dict]:
     for v in model.variables:
         shards = getattr(v, "variables", None) or [v]
         out.append({"name": v.name, "shape": [int(d) for d in v.shape],
-                    "shards": [{"shape": [int(d) for d in s.shape], "device": s.device} for s in shards]})
+                    "shards": [{"shape": [int(d) for d in s.shape], "device": getattr(s, "device", "")}
+                               for s in shards]})
     return out
 
 
@@ -74,10 +76,10 @@ class MovieLensFM(SparkTFJob):
     def variable_partitioner(self, num_ps):
         import tensorflow as tf
 
-        # 64 KiB shards: the user and movie tables (hundreds of KiB) split over every PS, the
-        # small field tables stay whole.
+        # 64 KiB shards (--arg shard_kib=N): the user and movie tables (hundreds of KiB) split
+        # over every PS, the small field tables stay whole.
         return tf.distribute.experimental.partitioners.MinSizePartitioner(
-            min_shard_bytes=64 << 10, max_shards=max(1, num_ps))
+            min_shard_bytes=int(float(self.args.get("shard_kib", 64)) * 1024), max_shards=max(1, num_ps))
 
     # -- TensorFlow ----------------------------------------------------------------------------
     def train(self, ctx):
@@ -104,14 +106,19 @@ class MovieLensFM(SparkTFJob):
             callbacks, first = [saver], ckpt.step
         else:
             callbacks, first = [ctx.backup_callback(keras)], 0
-        history = model.fit(data, epochs=epochs, initial_epoch=first, steps_per_epoch=ctx.steps_per_epoch(batch),
+        stamps = []         # epoch end times: throughput after the first (warm-up) epoch
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: stamps.append(time.time())))
+        steps = ctx.steps_per_epoch(batch)
+        history = model.fit(data, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
                             callbacks=callbacks, verbose=0)
+        examples = steps * batch * (ctx.num_workers if ctx.mode == "allreduce" else 1)
+        rate = examples * (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
         if ctx.is_chief:
             losses = [round(float(x), 4) for x in history.history.get("loss", [])]
-            print(f"train loss per epoch: {losses}")
+            print(f"train loss per epoch: {losses}" + (f"; {rate:,.0f} examples/s after the first epoch" if rate else ""))
             self._record({"event": "train", "mode": ctx.mode, "num_ps": ctx.num_ps,
                           "num_workers": ctx.num_workers, "rows": ctx.rows(), "epochs": epochs,
-                          "loss": losses, "placement": placement})
+                          "loss": losses, "examples_per_sec": rate, "placement": placement})
         return model
 
     # -- Spark again: score validation with the exported model, compare with baselines --------
