@@ -100,7 +100,7 @@ def test_ps_job_on_standalone_cluster_runs_tf_nodes_inside_shipped_venv(pl_submi
     venv = build_runtime_venv(str(tmp_path / "runtime-venv"))
     out = tmp_path / "out.jsonl"
     try:
-        run = pl_submit(job("linear_ctl.py"), "--ps", 1, "--workers", 2, "--master", standalone.url,
+        run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 2, "--master", standalone.url,
                         "--venv", venv, "--app-name", "standalone-venv",
                         "--conf", "spark.executor.memory=1g", "--register-timeout", 400,
                         "--arg", f"out={out}", timeout=900, env={"ELEARN_PACK_LEVEL": "0"})
