@@ -65,21 +65,16 @@ class SparkTFJob:
 
 def parse_job_args(pairs) -> dict:
     """``["lr=0.1", "name=x"]`` -> ``{"lr": 0.1, "name": "x"}``; values are Python literals if they parse."""
-    if pairs is None:
-        return {}
     if isinstance(pairs, dict):
         return dict(pairs)
-    if isinstance(pairs, str):
-        pairs = [pairs]
+    from elearn.config import parse_kv
+
     out = {}
-    for item in pairs:
-        if "=" not in str(item):
-            raise JobError(f"--arg {item!r} is not KEY=VALUE")
-        key, value = str(item).split("=", 1)
+    for key, value in parse_kv(pairs, "--arg").items():
         try:
-            out[key.strip()] = ast.literal_eval(value)
+            out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            out[key.strip()] = value
+            out[key] = value
     return out
 
 
