@@ -16,6 +16,7 @@ from elearn.config import SubmitOptions
 from elearn.errors import ElearnError, JobError, UserCodeError
 from elearn.feed import normalize_frames, plan_feed
 from elearn.job import SparkTFJob, load_job_class, parse_job_args
+from elearn.tfimport import stderr_to
 from elearn.summary import build_summary, summary_lines, write_summary
 from elearn.session import build_session, check_slots, cluster_conf, default_master
 
@@ -94,7 +95,11 @@ def submit(job, **options) -> SubmitResult:
             with ThreadPoolExecutor(1, thread_name_prefix="elearn-zk") as pool:
                 zk_started = pool.submit(app.start_zookeeper)
                 try:
-                    app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log)
+                    # The JVM inherits this stderr for life: its start-up chatter and later Spark
+                    # errors go to spark.log in the application directory (--tf-log: the console).
+                    spark_log = None if opts.tf_log else os.path.join(app.dir, "spark.log")
+                    with stderr_to(spark_log):
+                        app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log)
                 finally:
                     zk_started.result()
             if opts.tensorboard:

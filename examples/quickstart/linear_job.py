@@ -31,7 +31,8 @@ class LinearJob(SparkTFJob):
                           steps_per_execution=int(self.args.get("steps_per_execution", 10)))
         batch = 128
         model.fit(ctx.dataset(label="y", batch_size=batch), epochs=int(self.args.get("epochs", 4)),
-                  steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0)
+                  steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0,
+                  callbacks=[ctx.progress_callback(batch_size=batch)])
         kernel, bias = model.get_layer("linear").get_weights()
         print("learned weights", kernel.ravel().round(3).tolist(), "bias", round(float(bias[0]), 3))
         return model
