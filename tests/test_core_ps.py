@@ -32,7 +32,7 @@ def external_zk(tmp_path_factory):
 
 def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, external_zk):
     out, marker = tmp_path / "out.jsonl", tmp_path / "marker.jsonl"
-    run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 2, "--zk", external_zk,
+    run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 2, "--zk", f"{external_zk}/team-a",
                     "--app-name", "fit-test", "--arg", f"out={out}", "--arg", f"marker={marker}")
     assert run.returncode == 0, run.output
     (result,) = lines(out)
@@ -60,10 +60,10 @@ def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, exte
     assert f"step {4 * per_epoch}: loss=" in run.stdout
     assert summary["restarts"] == {"total": 0, "by_cause": {}}
     assert os.path.isdir(summary["model_dir"])
-    # The application's znodes are gone from the (still running) external ZooKeeper.
+    # The application lived under the chroot; its znodes are gone from the still running server.
     client = connect(external_zk)
     try:
-        assert not client.exists("/elearn/fit-test")
+        assert client.exists("/team-a/elearn") and not client.exists("/team-a/elearn/fit-test")
     finally:
         client.stop()
     # The exported model loads in plain TensorFlow and predicts.
