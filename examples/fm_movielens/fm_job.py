@@ -89,7 +89,9 @@ class MovieLensFM(SparkTFJob):
             model = fm_model.build_fm(keras, self.vocab, dim=int(a.get("dim", 16)),
                                       l2=float(a.get("l2", 2e-5)), mean_rating=self.mean_rating)
             model.compile(optimizer=keras.optimizers.Adam(float(a.get("lr", 0.005))), loss="mse",
-                          steps_per_execution=int(a.get("steps_per_execution", 25)))
+                          # Keras 3 under MultiWorkerMirroredStrategy fails with more than one
+                          # step per execution; tf_keras in PS mode needs many to keep workers busy.
+                          steps_per_execution=int(a.get("steps_per_execution", 25 if ctx.mode == "ps" else 1)))
         placement = shard_placement(model)
         if ctx.is_chief:
             print("model variables and where their shards live:")
