@@ -334,3 +334,21 @@ def test_sparse_vectors_rejects_non_vector_columns(spark):
         sparse_vectors(df, "id")
     with pytest.raises(FeedError, match="no column 'v'"):
         sparse_vectors(df, "v")
+
+
+def test_a_partition_failing_half_way_leaves_no_spool(tmp_path):
+    import pyarrow as pa
+
+    from elearn.feed import FeedPlan
+    from elearn.runtime.partition import spool_dir, spool_partition
+
+    plan = FeedPlan(["train"], {"train": [{"name": "x", "kind": "scalar", "dtype": "float32",
+                                           "source": "float"}]})
+
+    def batches():
+        yield pa.record_batch([pa.array(np.ones(70_000, np.float32))], names=["x"])
+        raise RuntimeError("upstream stage failed")
+
+    with pytest.raises(RuntimeError, match="upstream stage failed"):
+        spool_partition(batches(), plan, str(tmp_path), 0)
+    assert not os.path.exists(spool_dir(str(tmp_path), "train", 0))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pyarrow as pa
 
@@ -18,20 +19,26 @@ def spool_partition(batches, plan: FeedPlan, node_dir: str, index: int,
     """Stream ``batches`` to disk; returns ``{name: spool meta}`` with each spool's directory."""
     writers = {name: SpoolWriter(spool_dir(node_dir, name, index), plan.feed_columns(name), chunk_rows)
                for name in plan.names}
-    for batch in batches:
-        if plan.single:
-            writers[plan.names[0]].write(batch)
-            continue
-        tags = batch.column(TAG).to_numpy(zero_copy_only=False)
-        for k, name in enumerate(plan.names):
-            mask = tags == k
-            if not mask.any():
+    try:
+        for batch in batches:
+            if plan.single:
+                writers[plan.names[0]].write(batch)
                 continue
-            part = batch.filter(pa.array(mask)).column(f"_elearn_{k}")
-            writers[name].write(pa.RecordBatch.from_struct_array(part))
-    metas = {}
-    for name, writer in writers.items():
-        meta = writer.close()
-        meta["dir"] = writer.directory
-        metas[name] = meta
+            tags = batch.column(TAG).to_numpy(zero_copy_only=False)
+            for k, name in enumerate(plan.names):
+                mask = tags == k
+                if not mask.any():
+                    continue
+                part = batch.filter(pa.array(mask)).column(f"_elearn_{k}")
+                writers[name].write(pa.RecordBatch.from_struct_array(part))
+        metas = {}
+        for name, writer in writers.items():
+            meta = writer.close()
+            meta["dir"] = writer.directory
+            metas[name] = meta
+    except BaseException:
+        # A partition that fails half-way leaves no partial spool behind on the executor.
+        for writer in writers.values():
+            shutil.rmtree(writer.directory, ignore_errors=True)
+        raise
     return metas
