@@ -6,7 +6,10 @@ Keras 3.15 fails there out of the box (keras-team/keras#20585, tensorflow/tensor
   batch across workers, which MultiWorkerMirroredStrategy cannot do for a nest of tensors. Any
   worker's local batch has the right shapes, so we build from that;
 * each step's logs (scalars) are reduced across workers with ``axis=0``, which fails for scalars.
-  We reduce scalars without an axis.
+  We reduce scalars without an axis;
+* ``steps_per_execution > 1`` runs its steps in a loop over ``get_next_as_optional`` of the
+  distributed iterator, which fails to run under this strategy ("You must feed a value for
+  placeholder tensor"). ``fit`` runs one step per execution instead, and says so.
 
 Both are applied in the TF child process only, and only change what happens with a multi-worker
 collective strategy; single-process training takes Keras's own paths unchanged.
@@ -54,6 +57,17 @@ def apply() -> bool:
 
         return tree.map_structure(mean, values)
 
+    original_fit = tft.TensorFlowTrainer.fit
+
+    def fit(self, *args, **kwargs):
+        strategy = self._distribute_strategy or tf.distribute.get_strategy()
+        if multi_worker(strategy) and self.steps_per_execution > 1:
+            print(f"[elearn] Keras 3 cannot run steps_per_execution={self.steps_per_execution} on "
+                  "several workers; running 1 step per execution", flush=True)
+            self.steps_per_execution = 1
+        return original_fit(self, *args, **kwargs)
+
+    tft.TensorFlowTrainer.fit = fit
     tft.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     tft.reduce_per_replica = reduce_per_replica
     tft._elearn_fixed = True

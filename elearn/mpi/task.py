@@ -195,7 +195,7 @@ class GroupMember:
             with open(error_file) as f:
                 text = f.read()
             _remove(error_file)
-            return "\n".join(text.strip().splitlines()[-20:])
+            return "\n".join([ln for ln in text.splitlines() if ln.strip()][-20:])
         return tail(self.log_path, 15)
 
 
