@@ -80,3 +80,18 @@ def test_more_workers_than_slots_fail_fast_with_the_arithmetic(pl_submit):
     assert run.returncode == 1
     assert "needs 3 concurrent tasks (3 workers), but --master local[2] runs 2 at once" in run.output
     assert "Spark 4." not in run.stdout  # refused before a SparkSession was built
+
+
+def test_a_ps_mode_job_file_runs_unchanged_in_allreduce_mode(pl_submit, tmp_path):
+    """linear_fit.py is test_core_ps's job (ctx.strategy, ctx.keras, ctx.dataset, steps_per_epoch,
+    steps_per_execution=10); here it runs on two allreduce workers with Keras 3."""
+    out = tmp_path / "out.jsonl"
+    run = pl_submit(job("linear_fit.py"), "--workers", 2, "--arg", f"out={out}", timeout=600)
+    assert run.returncode == 0, run.output[-4000:]
+    results = lines(out)  # every worker records; the copies must agree
+    assert sorted(r["is_chief"] for r in results) == [False, True]
+    assert results[0]["w"] == results[1]["w"] and results[0]["mode"] == "allreduce"
+    for got, want in zip(results[0]["w"], [2.0, -3.0, 0.5, 1.5]):
+        assert abs(got - want) < 0.05, results[0]
+    assert abs(results[0]["b"] - 1.0) < 0.05 and results[0]["rows"] == 20000
+    assert "running 1 step per execution" in open(run.app_dirs()[0] + "/nodes/logs/worker-0.log").read()
