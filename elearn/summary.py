@@ -44,8 +44,28 @@ def last_metrics(path: str) -> tuple[int | None, dict]:
     return step, metrics
 
 
+def restarts_from_events(path: str) -> dict:
+    """Restarts by cause as the events file recorded them (what a failed run has to go on)."""
+    causes: dict = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "restart":
+                    cause = str(event.get("cause") or event.get("reason") or "unknown").split(" ")[0]
+                    causes[cause] = causes.get(cause, 0) + 1
+    return {"total": sum(causes.values()), "by_cause": causes}
+
+
 def build_summary(result, app, out: dict, per_worker_rows: dict) -> dict:
     step, metrics = last_metrics(os.path.join(app.dir, "metrics.jsonl"))
+    if "restarts" in out:
+        restarts = {"total": out["restarts"], "by_cause": out.get("restart_causes", {})}
+    else:
+        restarts = restarts_from_events(app.events_path)
     return {
         "app_id": result.app_id, "status": result.status, "mode": result.mode,
         "ps": app.opts.ps, "workers": app.opts.workers, "error": result.error,
@@ -53,7 +73,7 @@ def build_summary(result, app, out: dict, per_worker_rows: dict) -> dict:
         "rows": {name: {"total": total, "per_worker": per_worker_rows.get(name, [])}
                  for name, total in (result.rows or {}).items()},
         "steps": step, "metrics": metrics,
-        "restarts": {"total": out.get("restarts", 0), "by_cause": out.get("restart_causes", {})},
+        "restarts": restarts,
         "model_dir": result.model_dir, "checkpoint_dir": app.checkpoint_dir, "log_dir": app.log_dir,
         "node_logs": os.path.join(app.node_dir, "logs"), "events": app.events_path,
     }

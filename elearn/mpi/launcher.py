@@ -11,33 +11,15 @@ import json
 import os
 import shutil
 import sys
-import threading
 from collections import Counter
 
 from elearn.errors import ClusterError, JobError
 from elearn.mpi.restarts import GroupRestarts
+from elearn.sparkjob import SparkJobThread
 from elearn.mpi.task import STATS_SCHEMA, allreduce_arrow_task, allreduce_task
 from elearn.registry import wait_until
 
 RUNTIMES = ("tf", "horovod")
-
-
-class _Stage(threading.Thread):
-    """The barrier stage, collected from a driver thread so the driver can watch and report."""
-
-    def __init__(self, app, body):
-        super().__init__(name="elearn-allreduce-job", daemon=True)
-        self.app, self.body, self.role = app, body, "allreduce"
-        self.result, self.error = None, None
-
-    def run(self):
-        sc = self.app.spark.sparkContext
-        sc.setJobGroup(f"{self.app.id}-allreduce", f"elearn allreduce workers of {self.app.id}",
-                       interruptOnCancel=True)
-        try:
-            self.result = self.body()
-        except Exception as exc:  # reported by the driver's wait
-            self.error = exc
 
 
 def ship_job(job) -> bytes:
@@ -80,7 +62,7 @@ def _node_app(app, job) -> dict:
             "events": app.events_path if app.single_host else None}
 
 
-def _launch(app, frame, plan, node_app: dict) -> _Stage:
+def _launch(app, frame, plan, node_app: dict) -> SparkJobThread:
     sc, workers = app.spark.sparkContext, app.opts.workers
 
     def body():
@@ -90,7 +72,7 @@ def _launch(app, frame, plan, node_app: dict) -> _Stage:
         rows = frame.mapInArrow(allreduce_arrow_task(node_app, plan), STATS_SCHEMA, barrier=True).collect()
         return [json.loads(r.stats) for r in rows]
 
-    stage = _Stage(app, body)
+    stage = SparkJobThread(app, "allreduce", body, f"elearn allreduce workers of {app.id}")
     app.threads.append(stage)
     stage.start()
     return stage
@@ -104,7 +86,7 @@ def _spark_message(exc: Exception) -> str:
     return "\n".join([ln for ln in text.splitlines() if ln.strip()][:12])
 
 
-def _watch(app, stage: _Stage) -> list:
+def _watch(app, stage: SparkJobThread) -> list:
     """Wait for the stage; say registration, restarts; fail with a reason when it cannot finish."""
     opts, say, reg = app.opts, app.console.say, app.registry
     restarts = GroupRestarts(app.client, app.id)
@@ -224,7 +206,7 @@ def node_stats(app) -> list:
     """Per-worker statistics of the last allreduce stage (restarts, attempts, rows, seconds)."""
     out = []
     for t in app.threads:
-        if isinstance(t, _Stage) and t.result:
+        if isinstance(t, SparkJobThread) and t.result:
             out.extend(t.result)
     return out
 

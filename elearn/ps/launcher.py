@@ -17,7 +17,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 
 from dataclasses import asdict
@@ -29,25 +28,10 @@ from elearn.ps.tasks import STATS_SCHEMA, ps_task, worker_arrow_task, worker_tas
 from elearn.registry import wait_until
 from elearn.resources_profile import build_profiles
 from elearn.restart import RestartPolicy
+from elearn.sparkjob import SparkJobThread
 from elearn.runtime.daemon import tail
 
 log = logging.getLogger(__name__)
-
-
-class _SparkJob(threading.Thread):
-    def __init__(self, app, name: str, body):
-        super().__init__(name=f"elearn-{name}-job", daemon=True)
-        self.app, self.body, self.role = app, body, name
-        self.result, self.error = None, None
-
-    def run(self):
-        sc = self.app.spark.sparkContext
-        sc.setJobGroup(f"{self.app.id}-{self.role}", f"elearn {self.role} nodes of {self.app.id}",
-                       interruptOnCancel=True)
-        try:
-            self.result = self.body()
-        except Exception as exc:  # reported by the driver's waits
-            self.error = exc
 
 
 def _launch(app, frame, plan, node_app: dict, ps: int, workers: int) -> None:
@@ -73,7 +57,7 @@ def _launch(app, frame, plan, node_app: dict, ps: int, workers: int) -> None:
         return [json.loads(r.stats) for r in rows]
 
     for name, body in (("ps", ps_body), ("worker", worker_body)):
-        job = _SparkJob(app, name, body)
+        job = SparkJobThread(app, name, body, f"elearn {name} nodes of {app.id}")
         app.threads.append(job)
         job.start()
 
