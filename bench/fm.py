@@ -79,7 +79,7 @@ def elearn_run(data: str, ps: int, workers: int, epochs: int, batch: int, work: 
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     with open(out) as f:
         events = {e["event"]: e for e in map(json.loads, f)}
-    apps = sorted(os.listdir(work))
+    apps = sorted(d for d in os.listdir(work) if os.path.isdir(os.path.join(work, d, "model")))
     return {"train": events["train"]["examples_per_sec"], "model": os.path.join(work, apps[-1], "model")}
 
 
