@@ -98,6 +98,7 @@ def load_job_class(path: str, class_name: str | None = None) -> type:
         if class_name not in found:
             raise JobError(f"{path} has no SparkTFJob subclass named {class_name!r}"
                            + (f"; it defines {', '.join(sorted(found))}" if found else ""))
+        found[class_name]._elearn_source = (os.path.abspath(path), class_name)
         return found[class_name]
     if not found:
         raise JobError(f"{path} defines no subclass of elearn.SparkTFJob; "
@@ -105,4 +106,6 @@ def load_job_class(path: str, class_name: str | None = None) -> type:
     if len(found) > 1:
         raise JobError(f"{path} defines several SparkTFJob subclasses ({', '.join(sorted(found))}); "
                        "choose one with --job-class NAME")
-    return next(iter(found.values()))
+    (name, cls), = found.items()
+    cls._elearn_source = (os.path.abspath(path), name)  # how train's processes rebuild it
+    return cls

@@ -137,3 +137,13 @@ def test_unreachable_zookeeper_fails_fast_naming_the_address(pl_submit):
                     timeout=120)
     assert run.returncode != 0
     assert f"cannot reach ZooKeeper at '127.0.0.1:{port}'" in run.stderr
+
+
+def test_long_feature_engineering_is_not_mistaken_for_missing_nodes(pl_submit, tmp_path):
+    """Worker tasks start only after the features are computed; that wait is shown, not timed out."""
+    out = tmp_path / "out.jsonl"
+    run = pl_submit(job("slow_features.py"), "--ps", 1, "--workers", 1, "--register-timeout", 8,
+                    "--arg", f"out={out}")
+    assert run.returncode == 0, run.output[-3000:]
+    assert lines(out) == [{"rows": 400}]
+    assert "preparing the worker feed: stage" in run.stdout

@@ -15,7 +15,8 @@ from collections import Counter
 
 from elearn.errors import ClusterError, JobError
 from elearn.mpi.restarts import GroupRestarts
-from elearn.sparkjob import SparkJobThread
+from elearn.shipping import pack_job
+from elearn.sparkjob import SparkJobThread, wait_for_nodes
 from elearn.mpi.task import STATS_SCHEMA, allreduce_arrow_task, allreduce_task
 from elearn.registry import wait_until
 
@@ -23,20 +24,8 @@ RUNTIMES = ("tf", "horovod")
 
 
 def ship_job(job) -> bytes:
-    """The job instance pickled by value, so a worker process can rebuild it without the job file."""
-    from pyspark import cloudpickle
-
-    module = sys.modules.get(type(job).__module__)
-    if module is not None and module.__name__.startswith("elearn_job_"):
-        # Job files are loaded under a generated module name no other process can import.
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        return cloudpickle.dumps(job)
-    except Exception as exc:
-        raise JobError(
-            f"the {type(job).__name__} instance cannot be shipped to the allreduce workers "
-            f"({exc.__class__.__name__}: {exc}). train(ctx) runs in other processes in this mode: "
-            "keep Spark objects, open connections and locks out of self (build them in train)") from exc
+    """The job instance as the allreduce workers rebuild it (see ``elearn.shipping``)."""
+    return pack_job(job)
 
 
 def _job_paths(job) -> list:
@@ -102,7 +91,7 @@ def _watch(app, stage: SparkJobThread) -> list:
             say(f"workers registered {n}/{opts.workers}")
         return n >= opts.workers
 
-    wait_until(registered, opts.register_timeout, interval=0.3, on_timeout=lambda: ClusterError(
+    wait_for_nodes(app, "allreduce", registered, opts.register_timeout, on_timeout=lambda: ClusterError(
         f"only {len(reg.nodes('worker'))} of {opts.workers} allreduce workers started within "
         f"{opts.register_timeout:.0f}s. A barrier stage needs all {opts.workers} tasks running at "
         "once: check that the cluster has that many free task slots (executors x cores / "

@@ -61,12 +61,11 @@ def _events(payload: dict):
 
 
 def run(payload: dict) -> dict:
-    from pyspark import cloudpickle
-
     from elearn.context import TrainContext
     from elearn.export import export_model
     from elearn.feed import FeedInfo
     from elearn.mpi import keras_fixes
+    from elearn.shipping import unpack_job
 
     for path in payload.get("sys_path", []):
         if path not in sys.path:
@@ -76,7 +75,7 @@ def run(payload: dict) -> dict:
     import keras
 
     keras_fixes.apply()
-    job = cloudpickle.loads(payload["job"])
+    job = unpack_job(payload["job"])
     plan, metas = payload["plan"], payload["metas"]
     feeds = {name: FeedInfo.gather(name, plan, [metas[w][name] for w in range(workers)])
              for name in plan.names}

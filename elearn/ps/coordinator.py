@@ -62,13 +62,13 @@ def main() -> None:
 
     import_tensorflow(os.environ.get("ELEARN_TF_IMPORT_LOG"))
     import tf_keras
-    from pyspark import cloudpickle
 
     from elearn.context import TrainContext
     from elearn.export import export_model
     from elearn.feed import FeedInfo
     from elearn.ps.strategy import build_strategy
     from elearn.runtime.feedspec import FeedColumn
+    from elearn.shipping import unpack_job
 
     cfg = _wait_config(config_path, float(os.environ.get("ELEARN_CONFIG_TIMEOUT", "7200")))
 
@@ -79,7 +79,7 @@ def main() -> None:
     result = {"status": "error", "kind": "user"}
     try:
         with open(cfg["job"], "rb") as f:
-            job = cloudpickle.load(f)
+            job = unpack_job(f.read())
         strategy, coordinator = build_strategy(cfg["spec"], job.variable_partitioner(cfg["num_ps"]))
         feeds = {}
         for name, info in cfg["feeds"].items():

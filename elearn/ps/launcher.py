@@ -28,7 +28,8 @@ from elearn.ps.tasks import STATS_SCHEMA, ps_task, worker_arrow_task, worker_tas
 from elearn.registry import wait_until
 from elearn.resources_profile import build_profiles
 from elearn.restart import RestartPolicy
-from elearn.sparkjob import SparkJobThread
+from elearn.shipping import pack_job
+from elearn.sparkjob import SparkJobThread, wait_for_nodes
 from elearn.runtime.daemon import tail
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
             "has that many free task slots (executors x cores / spark.task.cpus), or raise "
             "--register-timeout.")
 
-    wait_until(registered, opts.register_timeout, on_timeout=too_slow)
+    wait_for_nodes(app, "worker", registered, opts.register_timeout, too_slow)
 
     def spooled():
         _check_jobs(app)
@@ -287,8 +288,6 @@ def _cause_of(outcome: dict, app, cluster: dict) -> str:
 
 def run_ps(app, job, frame, plan) -> dict:
     """Run ``job`` in PS mode; returns what the result needs (model path, rows fed)."""
-    from pyspark import cloudpickle
-
     opts = app.opts
     node_app = app.node_spec(loopback=app.single_host)
     coordinator = CoordinatorProcess(app, 0)
@@ -300,13 +299,8 @@ def run_ps(app, job, frame, plan) -> dict:
         feeds = {name: FeedInfo.gather(name, plan, [workers[i]["spool"][name] for i in range(opts.workers)])
                  for name in plan.names}
         job_path = os.path.join(app.dir, "coordinator", "job.pkl")
-        module = type(job).__module__
-        if module.startswith("elearn_job_"):  # loaded from a job file: ship the class by value
-            import sys as _sys
-
-            cloudpickle.register_pickle_by_value(_sys.modules[module])
         with open(job_path, "wb") as f:
-            cloudpickle.dump(job, f)
+            f.write(pack_job(job))
         base_config = {"job": job_path, "num_ps": opts.ps, "num_workers": opts.workers,
                        "checkpoint_dir": app.checkpoint_dir, "model_dir": app.model_dir,
                        "log_dir": app.log_dir, "fill": opts.fill, "events": app.events_path,
