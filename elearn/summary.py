@@ -30,33 +30,33 @@ def phase_durations(marks: dict) -> dict:
     return out
 
 
+def _records(path: str):
+    """The JSON records of a JSON-lines file, skipping a line cut short by a crash."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
 def last_metrics(path: str) -> tuple[int | None, dict]:
     step, metrics = None, {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                step = rec.get("step", step)
-                metrics.update({k: v for k, v in rec.items() if k not in ("step", "time")})
+    for rec in _records(path):
+        step = rec.get("step", step)
+        metrics.update({k: v for k, v in rec.items() if k not in ("step", "time")})
     return step, metrics
 
 
 def restarts_from_events(path: str) -> dict:
     """Restarts by cause as the events file recorded them (what a failed run has to go on)."""
     causes: dict = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "restart":
-                    cause = str(event.get("cause") or event.get("reason") or "unknown").split(" ")[0]
-                    causes[cause] = causes.get(cause, 0) + 1
+    for event in _records(path):
+        if event.get("event") == "restart":
+            cause = str(event.get("cause") or event.get("reason") or "unknown").split(" ")[0]
+            causes[cause] = causes.get(cause, 0) + 1
     return {"total": sum(causes.values()), "by_cause": causes}
 
 
