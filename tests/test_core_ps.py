@@ -116,7 +116,7 @@ BAD_INPUT = [
     ([job("returns_list.py"), "--ps", 1, "--workers", 1], "pre_train must return a Spark DataFrame"),
     ([job("linear_fit.py"), "--ps", 1, "--workers", 0], "--workers must be at least 1"),
     ([job("linear_fit.py"), "--ps", -1, "--workers", 1], "--ps must be 0"),
-    ([job("map_column.py"), "--ps", 1, "--workers", 1], "attrs (map<string,bigint>)"),
+    ([job("map_column.py"), "--ps", 1, "--workers", 1], "attrs (map<string,bigint>"),
     ([job("linear_fit.py"), "--ps", 2, "--workers", 2, "--master", "local[2]"],
      "needs 4 concurrent tasks (2 ps + 2 workers)"),
 ]
