@@ -40,6 +40,25 @@ def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
     return proc.returncode
 
 
+def exit_when_parent_goes(code: int = 0) -> None:
+    """In a child started with ``stdin=PIPE``: exit once the parent's end of stdin closes.
+
+    A second guard beside PDEATHSIG, for the case where the parent thread that started us is
+    still alive but the parent process has given up on us. Starts a daemon thread and returns.
+    """
+    import sys
+    import threading
+
+    def watch():
+        try:
+            while sys.stdin.buffer.read(1 << 16):
+                pass
+        finally:
+            os._exit(code)
+
+    threading.Thread(target=watch, name="elearn-parent-watch", daemon=True).start()
+
+
 def free_port(host: str = "") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -10,21 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import traceback
+
+from elearn.procs import exit_when_parent_goes
 
 # Errors that mean "a node went away", not "the user's code is wrong".
 CLUSTER_ERRORS = ("UnavailableError", "AbortedError", "CancelledError", "DeadlineExceededError",
                   "PSUnavailableError", "WorkerPreemptionError")
-
-
-def _exit_when_parent_goes() -> None:
-    try:
-        while sys.stdin.buffer.read(1 << 16):
-            pass
-    finally:
-        os._exit(3)
 
 
 def classify(exc: BaseException) -> str:
@@ -57,7 +50,7 @@ def _wait_config(path: str, timeout: float) -> dict:
 
 def main() -> None:
     config_path = sys.argv[1]
-    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
+    exit_when_parent_goes(3)
     from elearn.tfimport import import_tensorflow
 
     import_tensorflow(os.environ.get("ELEARN_TF_IMPORT_LOG"))

@@ -10,15 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 
-
-def _exit_when_parent_goes() -> None:
-    try:
-        while sys.stdin.buffer.read(1 << 16):
-            pass
-    finally:
-        os._exit(0)
+from elearn.procs import exit_when_parent_goes
 
 
 def main() -> None:
@@ -31,7 +24,7 @@ def main() -> None:
     if not line:
         return  # the daemon went away before the cluster formed
     cfg.update(json.loads(line))
-    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
+    exit_when_parent_goes(0)
 
     server = tf.distribute.Server(
         tf.train.ClusterSpec(cfg["cluster"]), job_name=cfg["role"], task_index=cfg["index"],
