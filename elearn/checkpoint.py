@@ -35,6 +35,8 @@ class Checkpointer:
         self.step = int(self._step_var.numpy())
         if self.restored_from:
             print(f"[elearn] resuming from checkpoint {self.restored_from} (step {self.step})", flush=True)
+            if on_save is not None:
+                on_save(self.step, self.restored_from, restored=True)
         self._last_step, self._last_time = self.step, time.monotonic()
 
     def due(self, step: int) -> bool:

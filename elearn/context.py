@@ -109,9 +109,9 @@ class TrainContext:
         """``ctx.keras.callbacks.TensorBoard`` writing to ``log_dir`` (see ``--tensorboard``)."""
         return self.keras.callbacks.TensorBoard(log_dir=self.log_dir, **kwargs)
 
-    def _on_checkpoint(self, step, path):
+    def _on_checkpoint(self, step, path, restored=False):
         if self.events is not None:
-            self.events("checkpoint", step=int(step), path=path)
+            self.events("restore" if restored else "checkpoint", step=int(step), path=path)
 
     # -- data ---------------------------------------------------------------------------------
     def _feed(self, name: str) -> FeedInfo:

@@ -7,7 +7,7 @@ Fields of ``summary.json``:
     rows         {dataset: {"total": n, "per_worker": [n, ...]}}
     steps        the last step reported by train (ctx.report or the Keras progress callback)
     metrics      the last metrics reported
-    restarts     {"total": n, "by_cause": {cause: n}}
+    restarts     {"total": n, "by_cause": {cause: n}, "steps_lost": n}
     model_dir, checkpoint_dir, log_dir, node_logs, events
 """
 from __future__ import annotations
@@ -60,12 +60,33 @@ def restarts_from_events(path: str) -> dict:
     return {"total": sum(causes.values()), "by_cause": causes}
 
 
+def steps_lost(events_path: str, metrics_path: str) -> int:
+    """Steps trained (as reported or checkpointed) that a restart had to do again.
+
+    For each ``restore`` event: the highest step known before it minus the step restored.
+    """
+    records = sorted(list(_records(events_path)) + list(_records(metrics_path)),
+                     key=lambda r: r.get("time", 0))
+    lost, high = 0, 0
+    for rec in records:
+        step = rec.get("step")
+        if not isinstance(step, int):
+            continue
+        if rec.get("event") == "restore":
+            lost += max(0, high - step)
+            high = step
+        else:
+            high = max(high, step)
+    return lost
+
+
 def build_summary(result, app, out: dict, per_worker_rows: dict) -> dict:
     step, metrics = last_metrics(os.path.join(app.dir, "metrics.jsonl"))
     if "restarts" in out:
         restarts = {"total": out["restarts"], "by_cause": out.get("restart_causes", {})}
     else:
         restarts = restarts_from_events(app.events_path)
+    restarts["steps_lost"] = steps_lost(app.events_path, os.path.join(app.dir, "metrics.jsonl"))
     return {
         "app_id": result.app_id, "status": result.status, "mode": result.mode,
         "ps": app.opts.ps, "workers": app.opts.workers, "error": result.error,
@@ -99,7 +120,8 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append(f"  steps: {summary['steps']}" + (f"; final metrics: {metrics}" if metrics else ""))
     r = summary["restarts"]
     causes = ", ".join(f"{k}: {v}" for k, v in r["by_cause"].items())
-    lines.append(f"  restarts: {r['total']}" + (f" ({causes})" if causes else ""))
+    lines.append(f"  restarts: {r['total']}" + (f" ({causes})" if causes else "")
+                 + (f"; steps lost: {r['steps_lost']}" if r["total"] else ""))
     lines.append(f"  model: {summary['model_dir'] or '-'}; checkpoints: {summary['checkpoint_dir']}")
     lines.append(f"  node logs: {summary['node_logs']}; events: {summary['events']}")
     return lines

@@ -58,7 +58,7 @@ def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, exte
     per_epoch = sum(math.ceil(r / 128) for r in summary["rows"]["train"]["per_worker"])
     assert summary["steps"] == 4 * per_epoch and summary["metrics"]["loss"] < 0.01
     assert f"step {4 * per_epoch}: loss=" in run.stdout
-    assert summary["restarts"] == {"total": 0, "by_cause": {}}
+    assert summary["restarts"] == {"total": 0, "by_cause": {}, "steps_lost": 0}
     assert os.path.isdir(summary["model_dir"])
     # The application lived under the chroot; its znodes are gone from the still running server.
     client = connect(external_zk)

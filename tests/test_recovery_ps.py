@@ -133,6 +133,12 @@ def test_ps_tf_process_killed_train_resumes_from_checkpoint(tmp_path):
     s = starts(files)
     assert len(s) == 2 and s[1]["start"] >= 80 and s[1]["restored"]
     assert_never_behind_checkpoint(files)
+    (app_dir,) = run.app_dirs()
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        restarts = json.load(f)["restarts"]
+    assert restarts["total"] == 1 and restarts["by_cause"] == {"ps:0": 1}
+    # Reported steps past the restored checkpoint were trained again: fewer than a save interval.
+    assert 0 <= restarts["steps_lost"] < 40 + 20
     assert_learned(files)
     assert_no_orphans(run.tag)
 

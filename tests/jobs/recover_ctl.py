@@ -60,6 +60,7 @@ class RecoverLoop(SparkTFJob):
             current += rounds
             saved = ckpt.maybe_save(current)
             record(self.args, "progress", {"step": current, "saved": bool(saved), "time": time.time()})
+            ctx.report(step=current)
             time.sleep(pause)
         ckpt.save(current)
         record(self.args, "out", {"w": model.w.numpy().tolist(), "b": float(model.b.numpy())})
