@@ -4,9 +4,6 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-import signal
-import threading
-import time
 import traceback
 from dataclasses import dataclass, field
 
