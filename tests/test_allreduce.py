@@ -57,7 +57,8 @@ def test_keras3_classifier_survives_a_killed_worker_and_resumes_from_the_last_ep
     assert "restart 1/3 of the group: worker 1 killed by SIGKILL" in run.stdout
     # Epochs the chief began: 0 and 1 in the first attempt; the second resumes at 1, not 0.
     assert [e["epoch"] for e in lines(epochs)] == [0, 1, 1, 2, 3]
-    assert s["restarts"] == {"total": 1, "by_cause": {"killed by SIGKILL": 1}}
+    assert s["restarts"]["total"] == 1 and s["restarts"]["by_cause"] == {"killed by SIGKILL": 1}
+    assert s["restarts"]["steps_lost"] >= 0
     # The chief's ctx.report() lines reach the driver's console and the summary.
     (last,) = [ln for ln in run.stdout.splitlines() if "] step 164: " in ln]  # 4 epochs x 41 steps
     assert "loss=" in last and "accuracy=" in last and s["steps"] == 164
