@@ -1,6 +1,7 @@
 """``--tensorboard``: a TensorBoard server on the driver over the application's log directory."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -21,6 +22,11 @@ class TensorBoard:
         return f"http://{self.host}:{self.port}/"
 
     def start(self, timeout: float = 60.0) -> "TensorBoard":
+        if importlib.util.find_spec("tensorboard") is None:
+            # TensorFlow stopped depending on TensorBoard; say what to install rather than
+            # letting the child die with a bare ModuleNotFoundError in its log.
+            raise RuntimeError("--tensorboard needs the tensorboard package in the driver's "
+                               "environment: pip install 'tensorboard>=2.21'")
         os.makedirs(self.log_dir, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = popen_child(
