@@ -38,12 +38,17 @@ def reporting(batches, daemon: NodeDaemon, every: float = 2.0):
 def worker_task(app: dict, plan, index: int, batches) -> dict:
     daemon = NodeDaemon(app, "worker", index)
     daemon.connect()
+    daemon.start_child()
     daemon.announce("spooling")
     metas = {}
     try:
         t0 = time.monotonic()
-        metas = spool_partition(reporting(batches, daemon), plan, app["node_dir"], index) \
-            if plan.names else {}
+        try:
+            metas = spool_partition(reporting(batches, daemon), plan, app["node_dir"], index) \
+                if plan.names else {}
+        except BaseException:
+            daemon.stop_child()  # the Python worker lives on; its TF child must not
+            raise
         for meta in metas.values():
             meta["seconds"] = round(time.monotonic() - t0, 3)
         daemon.extra = {"spool": metas, "rows": sum(m["rows"] for m in metas.values())}

@@ -81,6 +81,8 @@ class NodeDaemon:
         os.makedirs(os.path.join(node_dir, "logs"), exist_ok=True)
         self.log_path = os.path.join(node_dir, "logs", f"{role}-{index}.log")
         self.restarts = 0
+        self.port = None
+        self.child: subprocess.Popen | None = None
         self._session_lost = threading.Event()
 
     def _info(self, state: str, **more) -> dict:
@@ -116,7 +118,20 @@ class NodeDaemon:
         self.client.add_listener(self._on_zk_state)
         self.reg = AppRegistry(self.client, self.app["app_id"])
         self.host = advertise_host(self.app.get("loopback", False))
-        self.port = None
+
+    def start_child(self) -> None:
+        """Reserve the node's port and start its TF process, which imports TensorFlow meanwhile.
+
+        A worker calls this before it spools its partition, so that the import (seconds of CPU)
+        overlaps the feed instead of following it.
+        """
+        self.port = free_port()
+        self.child = self._spawn_child()
+
+    def stop_child(self) -> None:
+        if self.child is not None:
+            stop_process(self.child, grace=3)
+            self.child = None
 
     def announce(self, state: str, **more) -> None:
         self.reg.register(self.role, self.index, self._info(state, **more))
@@ -152,13 +167,14 @@ class NodeDaemon:
         if not hasattr(self, "client"):
             self.connect()
         started, client, reg = self.started, self.client, self.reg
-        self.port = free_port()
         self.generation = 0
         child = None
         exit_codes = []
         try:
+            if self.child is None:
+                self.start_child()
+            child, self.child = self.child, None
             reg.register(self.role, self.index, self._info("reserved"))
-            child = self._spawn_child()
             got = self._wait_spec(reg, 0)
             if not isinstance(got, tuple):
                 return self._stats(started, exit_codes)
