@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import inspect
 import os
 import sys
 import uuid
 
 from elearn.errors import JobError
+from elearn.lazyimport import tensorflow_deferred
 
 
 class SparkTFJob:
@@ -88,11 +88,13 @@ def load_job_class(path: str, class_name: str | None = None) -> type:
     sys.modules[module_name] = module
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
-        spec.loader.exec_module(module)
+        with tensorflow_deferred():  # train's imports are for train's processes, not the driver
+            spec.loader.exec_module(module)
     except Exception as exc:
         raise JobError(f"importing {path} failed: {exc.__class__.__name__}: {exc}") from exc
+    # isinstance(obj, type) would read a lazy module's __class__ and so load it: look at type(obj).
     found = {name: obj for name, obj in vars(module).items()
-             if inspect.isclass(obj) and issubclass(obj, SparkTFJob) and obj is not SparkTFJob
+             if issubclass(type(obj), type) and issubclass(obj, SparkTFJob) and obj is not SparkTFJob
              and obj.__module__ == module_name}
     if class_name:
         if class_name not in found:

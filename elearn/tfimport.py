@@ -5,6 +5,8 @@ import contextlib
 import os
 import sys
 
+from elearn.lazyimport import is_loaded
+
 
 @contextlib.contextmanager
 def stderr_to(path: str | None):
@@ -27,7 +29,7 @@ def stderr_to(path: str | None):
 
 def import_tensorflow(log_path: str | None = None):
     """``import tensorflow`` with absl's pre-initialisation lines sent to ``log_path``."""
-    if "tensorflow" in sys.modules or os.environ.get("ELEARN_TF_LOG") == "1":
+    if is_loaded("tensorflow") or os.environ.get("ELEARN_TF_LOG") == "1":
         import tensorflow as tf
 
         return tf
