@@ -51,6 +51,9 @@ def _wait_config(path: str, timeout: float) -> dict:
 def main() -> None:
     config_path = sys.argv[1]
     exit_when_parent_goes(3)
+    # Only Keras 2 (tf_keras) trains under ParameterServerStrategy, so `tf.keras` means tf_keras
+    # here, like ctx.keras; it also spares importing Keras 3 when the job does not ask for it.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from elearn.tfimport import import_tensorflow
 
     import_tensorflow(os.environ.get("ELEARN_TF_IMPORT_LOG"))

@@ -18,7 +18,17 @@ def main() -> None:
     cfg = json.loads(os.environ["ELEARN_NODE"])
     # Workers and PS fail fast on lost peers so the coordinator, not they, decides what to retry.
     os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
-    import tensorflow as tf
+    # A TF server only runs graphs the coordinator sends; it never needs Keras, which TensorFlow's
+    # __init__ imports eagerly (a second of CPU per node, while every node starts at once).
+    # A None entry makes that import fail, which TensorFlow tolerates; removed right after.
+    keras_blocked = "keras" not in sys.modules
+    if keras_blocked:
+        sys.modules["keras"] = None
+    try:
+        import tensorflow as tf
+    finally:
+        if keras_blocked:
+            del sys.modules["keras"]
 
     line = sys.stdin.buffer.readline()
     if not line:
