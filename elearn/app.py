@@ -179,6 +179,8 @@ class Application:
             except Exception:
                 pass
             self.spark = None
+            if getattr(self, "class_cache", None) is not None:
+                self.class_cache.finish(keep=getattr(self, "_final_state", None) == "done")
         if self.zk is not None:
             self.zk.stop()
         if getattr(self, "tensorboard", None) is not None:

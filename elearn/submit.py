@@ -13,6 +13,7 @@ from elearn.config import SubmitOptions
 from elearn.errors import ElearnError, JobError, UserCodeError
 from elearn.feed import normalize_frames, plan_feed
 from elearn.job import SparkTFJob, load_job_class, parse_job_args
+from elearn.jvmcache import fresh_jvm_class_cache
 from elearn.tfimport import stderr_to
 from elearn.summary import build_summary, summary_lines, write_summary
 from elearn.session import build_session, check_slots, cluster_conf, default_master
@@ -95,8 +96,14 @@ def submit(job, **options) -> SubmitResult:
                     # The JVM inherits this stderr for life: its start-up chatter and later Spark
                     # errors go to spark.log in the application directory (--tf-log: the console).
                     spark_log = None if opts.tf_log else os.path.join(app.dir, "spark.log")
+                    app.class_cache = fresh_jvm_class_cache(spark_conf)
                     with stderr_to(spark_log):
-                        app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log)
+                        app.spark = build_session(app.id, master, spark_conf, quiet=not opts.tf_log,
+                                                  class_cache=app.class_cache)
+                    if app.class_cache is not None and app.class_cache.dumping:
+                        console.say("first start of this Spark on this machine: its driver JVM's "
+                                    f"classes are saved to {app.class_cache.path} at exit, "
+                                    "to start faster next time")
                 finally:
                     zk_started.result()
             if opts.tensorboard:
