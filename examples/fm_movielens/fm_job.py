@@ -105,7 +105,14 @@ class MovieLensFM(SparkTFJob):
                 where = ", ".join(f"{s['shape'][0] if s['shape'] else 1} rows on {s['device'] or 'local'}"
                                   for s in v["shards"])
                 print(f"  {v['name']:<28} {str(v['shape']):<10} {where}")
-        data = ctx.dataset(label=LABEL, batch_size=batch, features=movielens.INPUTS, seed=int(a.get("seed", 7)))
+        # `batch_size` is rows per worker per step. Allreduce averages the workers' batches into
+        # one update of batch x workers rows; PS workers update asynchronously, one update per
+        # worker batch. A PS step of batch x workers rows makes both modes take the same number
+        # of updates of the same size per epoch, so the same lr, l2 and epochs fit both (with
+        # 2,048-row PS steps, twice the updates overfit by the 4th epoch).
+        step_batch = batch * ctx.num_workers if ctx.mode == "ps" else batch
+        data = ctx.dataset(label=LABEL, batch_size=step_batch, features=movielens.INPUTS,
+                           seed=int(a.get("seed", 7)))
         epochs = int(a.get("epochs", 4))
         if ctx.mode == "ps":
             # One checkpoint per epoch; a restarted coordinator resumes after the last one.
@@ -116,10 +123,10 @@ class MovieLensFM(SparkTFJob):
             callbacks, first = [ctx.backup_callback(keras)], 0
         stamps = []         # epoch end times: throughput after the first (warm-up) epoch
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: stamps.append(time.time())))
-        steps = ctx.steps_per_epoch(batch)
+        steps = ctx.steps_per_epoch(step_batch)
         history = model.fit(data, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
                             callbacks=callbacks, verbose=0)
-        examples = steps * batch * (ctx.num_workers if ctx.mode == "allreduce" else 1)
+        examples = steps * step_batch * (ctx.num_workers if ctx.mode == "allreduce" else 1)
         rate = examples * (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
         if ctx.is_chief:
             losses = [round(float(x), 4) for x in history.history.get("loss", [])]
