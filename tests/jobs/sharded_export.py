@@ -1,0 +1,73 @@
+"""PS mode with a variable_partitioner: an embedding table split over two parameter servers.
+
+``train`` fits a small tf_keras model (embedding of ``id`` plus a linear term in ``x``), records
+where every variable part lives and the model's predictions for fixed inputs, and returns the model
+for export. It also exports a ``tf.Module`` whose tables are sharded the same way (with
+``elearn.export.export_model``, to ``--arg module_dir=...``) and records its predictions, so the
+test can load both SavedModels in a process without any strategy and compare.
+"""
+import tensorflow as tf
+from common import record
+from pyspark.sql import functions as F
+
+from elearn import SparkTFJob
+from elearn.export import export_model
+
+VOCAB, DIM = 1000, 8
+PROBE_IDS = [0, 1, 499, 500, 501, 998, 999]        # both sides of the split between the parts
+PROBE_X = [0.5, -1.0, 2.0, 0.0, -0.25, 1.5, 3.0]
+
+
+def placement(variables):
+    return [{"name": v.name, "shape": v.shape.as_list(), "device": v.device} for v in variables]
+
+
+class ShardedExport(SparkTFJob):
+    def pre_train(self, spark):
+        df = spark.range(2000, numPartitions=1).select((F.col("id") % VOCAB).alias("id"))
+        x = (F.rand(seed=3) * 2 - 1).cast("float")
+        y = (F.col("x") * 2.0 + F.when(F.col("id") < VOCAB // 2, 1.0).otherwise(-1.0)).cast("float")
+        return df.withColumn("x", x).withColumn("y", y)
+
+    def variable_partitioner(self, num_ps):
+        # 4 KiB shards: the 32 KiB table splits over every PS, the dense weights stay whole.
+        return tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=4 << 10, max_shards=num_ps)
+
+    def train(self, ctx):
+        keras = ctx.keras
+        with ctx.strategy.scope():
+            ids = keras.Input(shape=(), dtype="int64", name="id")
+            x = keras.Input(shape=(), dtype="float32", name="x")
+            emb = keras.layers.Embedding(VOCAB, DIM, name="table")(ids)
+            h = keras.layers.Concatenate()([emb, keras.layers.Reshape((1,))(x)])
+            model = keras.Model({"id": ids, "x": x}, keras.layers.Dense(1, name="score")(h))
+            model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", steps_per_execution=8)
+            module = TwoTables()
+        history = model.fit(ctx.dataset(label="y", batch_size=64), epochs=2,
+                            steps_per_epoch=ctx.steps_per_epoch(64), verbose=0)
+        probe = {"id": tf.constant(PROBE_IDS, tf.int64), "x": tf.constant(PROBE_X, tf.float32)}
+        module.tables["lookup"][0].assign(tf.random.stateless_normal([VOCAB, DIM], seed=[1, 2]))
+        module.tables["lookup"][1].assign(tf.random.stateless_normal([VOCAB, 1], seed=[3, 4]))
+        export_model(module, self.args["module_dir"])
+        record(self.args, "out", {
+            "keras": placement(model.weights), "keras_pred": model(probe).numpy().ravel().tolist(),
+            "module": placement(module.tables["lookup"][0].variables),
+            "module_pred": module(probe["id"], probe["x"]).numpy().ravel().tolist(),
+            "loss": history.history["loss"]})
+        return model
+
+
+class TwoTables(tf.Module):
+    """Two sharded tables reached through a dict of tuples, plus a dense weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables = {"lookup": (tf.Variable(tf.zeros([VOCAB, DIM])), tf.Variable(tf.zeros([VOCAB, 1])))}
+        self.w = tf.Variable(tf.linspace(-1.0, 1.0, DIM)[:, None], name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)])
+    def __call__(self, ids, x):
+        vectors, bias = self.tables["lookup"]
+        return (tf.matmul(tf.nn.embedding_lookup(vectors, ids), self.w)[:, 0]
+                + tf.nn.embedding_lookup(bias, ids)[:, 0] * x)
