@@ -64,9 +64,17 @@ def _parse_chunk(columns: Sequence[FeedColumn], wanted: Sequence[str], fixed: Ma
                 splits = block(j + 1, tf.int64)
                 splits.set_shape([None])
                 values.set_shape([None])
-                if c.name in fill:
-                    pass  # element-level fill happened at spool time (zeros); see feedspec
-                if c.name in fixed:
+                filler = tf.constant(fill[c.name], dtype) if c.name in fill else None
+                if filler is not None:
+                    element_valid = block(j + 2, tf.bool)
+                    values = tf.cond(tf.size(element_valid) > 0,
+                                     lambda v=values, ev=element_valid, f=filler: tf.where(ev, v, f),
+                                     lambda v=values: v)
+                if c.name in fixed and filler is not None:
+                    # A null row holds no values: it becomes a full row of the fill value.
+                    out[c.name] = tf.RaggedTensor.from_row_splits(values, splits, validate=False) \
+                        .to_tensor(default_value=filler, shape=[None, fixed[c.name]])
+                elif c.name in fixed:
                     out[c.name] = tf.reshape(values, [-1, fixed[c.name]])
                 else:
                     r = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
@@ -131,7 +139,9 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
         picked = {k: cols[k] for k in features}
         return (picked, cols[label]) if label else picked
 
-    ds = paths.map(chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    # In order even when shuffling (the order is already random): out of order, a chunk of the next
+    # pass over the spool could overtake one of this pass and break exactly-once within an epoch.
+    ds = paths.map(chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # rebatch slices and joins whole chunks (ragged components included): no per-row ops.
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
     if sparse:
