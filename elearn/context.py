@@ -165,14 +165,10 @@ class TrainContext:
         used = set(wanted) | ({label} if label else set())
         kinds = {c.name: c.kind for c in info.columns}
         nulls = {c: n for c, n in info.nulls.items() if n and c in used and c not in fills}
-        list_fills = [c for c in fills if c in used and kinds.get(c) == "list" and info.nulls.get(c)]
         not_sparse = [c for c in dense if kinds.get(c) != "sparse"]
         if not_sparse:
             raise FeedError(f"dense={not_sparse}: only sparse vector columns (elearn.sparse_vectors) "
                             "can be densified; other columns already arrive dense")
-        if list_fills:
-            raise FeedError(f"fill is not supported for array columns {list_fills}; clean them in "
-                            "pre_train, e.g. F.coalesce(col, F.array()) or F.transform(...)")
         if nulls:
             detail = ", ".join(f"{c} ({n} nulls)" for c, n in sorted(nulls.items()))
             raise FeedError(f"dataset {name!r} has nulls in {detail}. Fill them with "

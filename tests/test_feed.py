@@ -254,6 +254,35 @@ def test_nulls_are_named_with_counts_and_fill_replaces_them(spark, tmp_path):
         assert b == (True if i < 7 else i % 2 == 0)
 
 
+def test_fill_in_array_columns(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    # fixed: width 3, a null row every 5th id, a null element every 7th; var: length id % 3,
+    # a null row every 4th id, its first element null every 6th.
+    elem = F.when(F.col("id") % 7 == 0, None).otherwise(F.col("id").cast("float"))
+    var_first = F.when(F.col("id") % 6 == 0, None).otherwise(F.lit(1.0))
+    df = spark.range(60).select(
+        "id",
+        F.when(F.col("id") % 5 == 0, None).otherwise(F.array(elem, F.lit(1.0), F.lit(2.0))).alias("fixed"),
+        F.when(F.col("id") % 4 == 0, None).otherwise(
+            F.slice(F.array(var_first, F.lit(2.0), F.lit(3.0)), 1, F.col("id") % 3)).alias("var"))
+    feeds = spool_frames({"train": df}, 2, tmp_path, chunk_rows=16)
+    with pytest.raises(FeedError, match=r"fixed \(\d+ nulls\), var \(\d+ nulls\)"):
+        context(feeds).dataset_fn()
+    got = read_all(feeds, fill={"fixed": -1.0, "var": -9.0}, shuffle=False, batch_size=8)
+    ids = np.concatenate([t.numpy() for t in got["id"]])
+    fixed = np.concatenate([t.numpy() for t in got["fixed"]])
+    var = np.concatenate([t.numpy() for t in got["var"]])
+    assert sorted(ids.tolist()) == list(range(60)) and fixed.shape == (60, 3) and var.shape == (60, 2)
+    for i, f, v in zip(ids, fixed, var):
+        if i % 5 == 0:
+            assert f.tolist() == [-1.0, -1.0, -1.0]
+        else:
+            assert f.tolist() == [-1.0 if i % 7 == 0 else float(i), 1.0, 2.0]
+        want = [] if i % 4 == 0 else [-9.0 if i % 6 == 0 else 1.0, 2.0][:i % 3]
+        assert v.tolist() == want + [0.0] * (2 - len(want))  # padding is zeros, not the fill
+
+
 def test_exactly_once_per_epoch_with_shuffle_across_workers(spark, tmp_path):
     n, workers, epochs = 30_000, 3, 3
     feeds = spool_frames({"train": spark.range(n, numPartitions=5)}, workers, tmp_path,

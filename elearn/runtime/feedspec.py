@@ -8,7 +8,7 @@ Kinds and their spool blocks (every block is one serialized TensorProto):
 
     scalar  values[n], valid
     string  values[n] (tf.string), valid
-    list    values[total] flat, row_splits[n+1], valid
+    list    values[total] flat, row_splits[n+1], element valid[total] (empty: none null), valid
     sparse  indices[total] (int64), values[total] flat, row_splits[n+1], valid
 
 ML vectors travel as ``list`` of float64 (Spark's ``vector_to_array``, dense on the Spark side) unless
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 from elearn.errors import FeedError
 
-BLOCKS = {"scalar": 2, "string": 2, "list": 3, "sparse": 4}
+BLOCKS = {"scalar": 2, "string": 2, "list": 4, "sparse": 4}
 
 # Column metadata key marking a struct column made by sparse_vectors().
 SPARSE_MARK = "elearn_sparse_vector"

@@ -78,12 +78,14 @@ def encode_column(arr: pa.Array, col: FeedColumn) -> tuple[list, int]:
         indices = pc.list_flatten(idx).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         return [tensorproto.numeric_parts(indices), tensorproto.numeric_parts(_scalar(flat, col)),
                 tensorproto.numeric_parts(splits), valid], nulls
-    # list: null rows become empty lists; null elements are counted and zero-filled.
+    # list: null rows become empty lists; null elements are zeroed, with their own validity so that
+    # the reader can put the user's fill value there instead.
     splits = _splits(arr)
     values = pc.list_flatten(arr)
-    nulls += values.null_count
+    element_valid, element_nulls = _validity(values)
+    nulls += element_nulls
     return [tensorproto.numeric_parts(_scalar(values, col)), tensorproto.numeric_parts(splits),
-            valid], nulls
+            element_valid, valid], nulls
 
 
 def _splits(arr: pa.Array) -> np.ndarray:
