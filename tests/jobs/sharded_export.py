@@ -1,10 +1,13 @@
 """PS mode with a variable_partitioner: an embedding table split over two parameter servers.
 
-``train`` fits a small tf_keras model (embedding of ``id`` plus a linear term in ``x``), records
-where every variable part lives and the model's predictions for fixed inputs, and returns the model
-for export. It also exports a ``tf.Module`` whose tables are sharded the same way (with
-``elearn.export.export_model``, to ``--arg module_dir=...``) and records its predictions, so the
-test can load both SavedModels in a process without any strategy and compare.
+``train`` fits a small tf_keras model (per-id vector and bias tables kept in a dict by a custom
+layer, then a dense layer over them and ``x``), records where every variable part lives and the
+model's predictions for fixed inputs, and returns the model for export. It also exports a
+``tf.Module`` whose tables are sharded the same way (with ``elearn.export.export_model``, to
+``--arg module_dir=...``) and records its predictions, so the test can load both SavedModels in a
+process without any strategy and compare. Both shapes are ones TensorFlow's own export of sharded
+variables gets wrong: the layer's model fails to load, the module's ``tf.gather`` loads but returns
+other rows' values.
 """
 import tensorflow as tf
 from common import record
@@ -30,17 +33,16 @@ class ShardedExport(SparkTFJob):
         return df.withColumn("x", x).withColumn("y", y)
 
     def variable_partitioner(self, num_ps):
-        # 4 KiB shards: the 32 KiB table splits over every PS, the dense weights stay whole.
+        # 2 KiB shards: both tables (32 KB, 4 KB) split over every PS, the dense weights stay whole.
         return tf.distribute.experimental.partitioners.MinSizePartitioner(
-            min_shard_bytes=4 << 10, max_shards=num_ps)
+            min_shard_bytes=2 << 10, max_shards=num_ps)
 
     def train(self, ctx):
         keras = ctx.keras
         with ctx.strategy.scope():
             ids = keras.Input(shape=(), dtype="int64", name="id")
             x = keras.Input(shape=(), dtype="float32", name="x")
-            emb = keras.layers.Embedding(VOCAB, DIM, name="table")(ids)
-            h = keras.layers.Concatenate()([emb, keras.layers.Reshape((1,))(x)])
+            h = keras.layers.Concatenate()([IdTables(keras, name="tables")(ids), keras.layers.Reshape((1,))(x)])
             model = keras.Model({"id": ids, "x": x}, keras.layers.Dense(1, name="score")(h))
             model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", steps_per_execution=8)
             module = TwoTables()
@@ -52,10 +54,25 @@ class ShardedExport(SparkTFJob):
         export_model(module, self.args["module_dir"])
         record(self.args, "out", {
             "keras": placement(model.weights), "keras_pred": model(probe).numpy().ravel().tolist(),
-            "module": placement(module.tables["lookup"][0].variables),
+            "module": [placement(table.variables) for table in module.tables["lookup"]],
             "module_pred": module(probe["id"], probe["x"]).numpy().ravel().tolist(),
             "loss": history.history["loss"]})
         return model
+
+
+def IdTables(keras, **kwargs):
+    """A layer keeping a vector table and a bias table per id in a dict (like an FM's field tables)."""
+
+    class IdTables(keras.layers.Layer):
+        def build(self, input_shape):
+            self.tables = {"vectors": self.add_weight(name="vectors", shape=(VOCAB, DIM)),
+                           "bias": self.add_weight(name="bias", shape=(VOCAB, 1))}
+
+        def call(self, ids):
+            return tf.concat([tf.nn.embedding_lookup(self.tables["vectors"], ids),
+                              tf.nn.embedding_lookup(self.tables["bias"], ids)], 1)
+
+    return IdTables(**kwargs)
 
 
 class TwoTables(tf.Module):
@@ -69,5 +86,4 @@ class TwoTables(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)])
     def __call__(self, ids, x):
         vectors, bias = self.tables["lookup"]
-        return (tf.matmul(tf.nn.embedding_lookup(vectors, ids), self.w)[:, 0]
-                + tf.nn.embedding_lookup(bias, ids)[:, 0] * x)
+        return tf.matmul(tf.nn.embedding_lookup(vectors, ids), self.w)[:, 0] + tf.gather(bias, ids)[:, 0] * x
