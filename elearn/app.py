@@ -78,7 +78,13 @@ class Application:
     def node_spec(self, loopback: bool) -> dict:
         """What every daemon needs to know, shipped to the Spark tasks."""
         node_dir = self.node_dir if loopback else os.path.join("elearn", self.id)
-        return {"zk": self.zk_hosts, "zk_auth": self.zk_auth, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
+        zk = self.zk_hosts
+        if self.zk is not None and not loopback:
+            # The embedded server listens on every interface: nodes on other hosts reach it at the
+            # driver's address, the one Spark's executors already use to reach the driver.
+            host = os.environ.get("ELEARN_HOST") or self.spark.conf.get("spark.driver.host")
+            zk = f"{host}:{self.zk.port}"
+        return {"zk": zk, "zk_auth": self.zk_auth, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
                 "register_timeout": self.opts.register_timeout, "max_restarts": self.opts.max_restarts,
                 "feed_timeout": self.opts.feed_timeout,
                 "tf_log": self.opts.tf_log}
