@@ -2,13 +2,16 @@
 
 Under ``ParameterServerStrategy`` with a ``variable_partitioner``, big variables are
 ``ShardedVariable``s: one logical table made of parts on different parameter servers. TensorFlow
-saves such a variable as one full-shape placeholder variable whose value is written slice by slice,
-and documents that ``tf.saved_model.load`` does not support the result. In practice a model with
-one sharded table may load, but as soon as a model holds several (TensorFlow names every one of
-them ``ShardedVariable``) or reaches one through more than one attribute, loading fails with
-"Received incompatible tensor with shape (0,) when attempting to restore variable ...". So a model
-with sharded variables is exported as a serving copy in which each sharded table is one ordinary
-variable holding the concatenated parts; the computation is unchanged.
+(2.21) exports such a variable as one uninitialized full-shape stand-in, traces the saved functions
+against the stand-in, and writes the value slice by slice; its documentation says loading the
+result with ``tf.saved_model.load`` is not supported. It works for the simplest models (a built-in
+``Embedding`` layer) and fails for common ones: a Keras layer that also keeps its tables in a dict
+(an FM's field tables) exports a second, empty stand-in and the load stops with "Received
+incompatible tensor with shape (0,) when attempting to restore variable ...", and a ``tf.gather``
+on a sharded table reads the parts themselves, which load with wrong values for the rows of the
+later parts, silently. So a model with sharded variables is exported as a serving copy in which
+each sharded table is one ordinary variable holding the concatenated parts; the computation is
+unchanged.
 """
 from __future__ import annotations
 
@@ -34,10 +37,13 @@ def export_model(model, model_dir: str) -> str | None:
     (first-axis concatenation of the parts, in order), because TensorFlow's own SavedModel of a
     sharded variable does not load outside ``ParameterServerStrategy``. For a functional or
     Sequential tf_keras model the copy is ``clone_model`` built outside the strategy with the
-    trained weights; for a ``tf.Module`` the sharded attributes are swapped for joined variables
-    while saving and put back afterwards, so the methods are traced against the joined variables.
-    The joined values pass through the exporting process's memory once. Call it outside
-    ``strategy.scope()``.
+    trained weights. For a ``tf.Module``, and a tf_keras model ``clone_model`` cannot rebuild
+    (subclassed, or a custom layer whose ``get_config`` is incomplete), every sharded variable
+    reachable from its attributes (also inside lists, tuples, dicts and sub-modules) is swapped for
+    a joined one while saving and put back afterwards, so the saved functions are traced against
+    the joined variables; a sharded variable reachable only some other way (a closure, a global)
+    is not seen. The joined values pass through the exporting process's memory once. Call it
+    outside ``strategy.scope()``.
     """
     if model is None:
         return None
@@ -50,9 +56,12 @@ def export_model(model, model_dir: str) -> str | None:
     if module.startswith("keras") and hasattr(model, "export"):      # Keras 3
         model.export(model_dir, verbose=False)
     elif module.startswith("tf_keras") or hasattr(model, "save") and hasattr(model, "fit"):
-        if _keras_has_shards(model):
-            model = _keras_serving_copy(model)
-        model.save(model_dir, save_format="tf", include_optimizer=False)
+        copy = _keras_serving_copy(model) if _keras_has_shards(model) else model
+        if copy is None:
+            with _joined_shards(model):
+                model.save(model_dir, save_format="tf", include_optimizer=False)
+        else:
+            copy.save(model_dir, save_format="tf", include_optimizer=False)
     elif isinstance(model, tf.Module):
         with _joined_shards(model):
             tf.saved_model.save(model, model_dir)
@@ -105,24 +114,22 @@ def _logical_weights(model) -> list:
 
 
 def _keras_serving_copy(model):
-    """The model rebuilt outside the strategy (``clone_model``) with the joined trained weights."""
+    """The model rebuilt outside the strategy (``clone_model``) with the joined trained weights,
+    or None when it cannot be rebuilt faithfully (then its variables are swapped instead)."""
     import tf_keras
 
     _outside_strategy(f"model {model.name!r}")
+    weights = _logical_weights(model)
     try:
         copy = tf_keras.models.clone_model(model)
-    except Exception as exc:  # subclassed models and layers without a usable get_config
-        raise ElearnError(
-            f"model {model.name!r} has sharded variables and could not be rebuilt for export "
-            f"({type(exc).__name__}: {exc}); build it with the functional API or Sequential, or "
-            "return a tf.Module, or make every custom layer's get_config() complete") from exc
-    weights = _logical_weights(model)
-    if len(weights) != len(copy.weights) or any(
-            tuple(w.shape) != tuple(c.shape) for w, c in zip(weights, copy.weights)):
-        raise ElearnError(f"the rebuilt copy of model {model.name!r} has weights "
-                          f"{[tuple(c.shape) for c in copy.weights]} but the trained model has "
-                          f"{[tuple(w.shape) for w in weights]}; export a functional model whose "
-                          "layers create their weights in build()")
+        shapes = [tuple(c.shape) for c in copy.weights]    # raises if the clone is not built
+    except Exception as exc:  # subclassed models, layers whose get_config cannot rebuild them
+        log.info("exporting %s by swapping its sharded variables (clone_model: %s)", model.name, exc)
+        return None
+    if shapes != [tuple(w.shape) for w in weights]:
+        log.info("exporting %s by swapping its sharded variables (the clone's weights differ)",
+                 model.name)
+        return None
     copy.set_weights([_joined_value(w) if _is_sharded(w) else w.numpy() for w in weights])
     log.info("exporting %s with %d sharded tables joined", model.name, sum(map(_is_sharded, weights)))
     return copy
@@ -140,6 +147,8 @@ class _joined_shards:
         self.root = root
         self.undo = []            # (object, attribute, original value)
         self.joined = {}          # id(ShardedVariable) -> its joined variable
+        self.containers = {}      # id(list, tuple or dict) -> its replacement (or itself)
+        self.weight_lists = []    # (Keras layer, list attribute, its original copy)
 
     def __enter__(self):
         self._visit(self.root, set())
@@ -148,7 +157,12 @@ class _joined_shards:
     def __exit__(self, *exc):
         for obj, name, value in reversed(self.undo):
             setattr(obj, name, value)
+        # Keras layers add what is assigned to their weight lists; put the lists back as they were.
+        for obj, name, value in self.weight_lists:
+            object.__setattr__(obj, name, value)
         self.undo.clear()
+        self.weight_lists.clear()
+        self.containers.clear()
         return False
 
     def _plain(self, sharded):
@@ -167,8 +181,12 @@ class _joined_shards:
         if id(obj) in seen:
             return
         seen.add(id(obj))
+        for name in ("_trainable_weights", "_non_trainable_weights"):
+            if isinstance(vars(obj).get(name), list):
+                self.weight_lists.append((obj, name, list(vars(obj)[name])))
         for name, value in list(vars(obj).items()):
-            if name.startswith("_self_") or isinstance(value, tf.types.experimental.GenericFunction):
+            if name.startswith("_self_") or name in ("_trainable_weights", "_non_trainable_weights") \
+                    or isinstance(value, tf.types.experimental.GenericFunction):
                 continue
             new = self._swap(value, seen)
             if new is not value:
@@ -184,17 +202,23 @@ class _joined_shards:
         if isinstance(value, tf.Module):
             self._visit(value, seen)
             return value
-        if isinstance(value, (list, tuple)):
-            items = [self._swap(v, seen) for v in value]
-            if all(a is b for a, b in zip(items, value)):
-                return value
-            if not isinstance(value, tuple):
-                return items
-            # __class__, not type(): tracked tuples are proxies that report the wrapped class.
-            return value.__class__._make(items) if hasattr(value, "_fields") else tuple(items)
+        if not isinstance(value, (list, tuple, dict)):
+            return value
+        # A container reached twice gets the same replacement; one holding itself is left as is.
+        if id(value) in self.containers:
+            return self.containers[id(value)]
+        self.containers[id(value)] = value
+        self.containers[id(value)] = new = self._swap_items(value, seen)
+        return new
+
+    def _swap_items(self, value, seen):
         if isinstance(value, dict):
             items = {k: self._swap(v, seen) for k, v in value.items()}
-            if all(items[k] is v for k, v in value.items()):
-                return value
+            return value if all(items[k] is v for k, v in value.items()) else items
+        items = [self._swap(v, seen) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        if not isinstance(value, tuple):
             return items
-        return value
+        # __class__, not type(): tracked tuples are proxies that report the wrapped class.
+        return value.__class__._make(items) if hasattr(value, "_fields") else tuple(items)

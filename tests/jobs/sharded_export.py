@@ -4,10 +4,11 @@
 layer, then a dense layer over them and ``x``), records where every variable part lives and the
 model's predictions for fixed inputs, and returns the model for export. It also exports a
 ``tf.Module`` whose tables are sharded the same way (with ``elearn.export.export_model``, to
-``--arg module_dir=...``) and records its predictions, so the test can load both SavedModels in a
-process without any strategy and compare. Both shapes are ones TensorFlow's own export of sharded
-variables gets wrong: the layer's model fails to load, the module's ``tf.gather`` loads but returns
-other rows' values.
+``--arg module_dir=...``) and a subclassed tf_keras model (to ``--arg subclassed_dir=...``), and
+records their predictions, so the test can load every SavedModel in a process without any strategy
+and compare. These are shapes TensorFlow's own export of sharded variables gets wrong: the model
+with the dict-keeping layer fails to load, a ``tf.gather`` on a sharded table loads but returns
+other values for the rows of the second part.
 """
 import tensorflow as tf
 from common import record
@@ -42,7 +43,8 @@ class ShardedExport(SparkTFJob):
         with ctx.strategy.scope():
             ids = keras.Input(shape=(), dtype="int64", name="id")
             x = keras.Input(shape=(), dtype="float32", name="x")
-            h = keras.layers.Concatenate()([IdTables(keras, name="tables")(ids), keras.layers.Reshape((1,))(x)])
+            h = keras.layers.Concatenate()([IdTables(keras, name="tables")(ids),
+                                            keras.layers.Reshape((1,))(x)])
             model = keras.Model({"id": ids, "x": x}, keras.layers.Dense(1, name="score")(h))
             model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", steps_per_execution=8)
             module = TwoTables()
@@ -52,10 +54,17 @@ class ShardedExport(SparkTFJob):
         module.tables["lookup"][0].assign(tf.random.stateless_normal([VOCAB, DIM], seed=[1, 2]))
         module.tables["lookup"][1].assign(tf.random.stateless_normal([VOCAB, 1], seed=[3, 4]))
         export_model(module, self.args["module_dir"])
+        with ctx.strategy.scope():
+            subclassed = Subclassed(keras)
+            subclassed(probe["id"])                         # builds it
+        subclassed.bias.assign(tf.random.stateless_normal([VOCAB, 1], seed=[5, 6]))
+        export_model(subclassed, self.args["subclassed_dir"])
         record(self.args, "out", {
             "keras": placement(model.weights), "keras_pred": model(probe).numpy().ravel().tolist(),
             "module": [placement(table.variables) for table in module.tables["lookup"]],
             "module_pred": module(probe["id"], probe["x"]).numpy().ravel().tolist(),
+            "subclassed": placement(subclassed.bias.variables),
+            "subclassed_pred": subclassed(probe["id"]).numpy().ravel().tolist(),
             "loss": history.history["loss"]})
         return model
 
@@ -73,6 +82,22 @@ def IdTables(keras, **kwargs):
                               tf.nn.embedding_lookup(self.tables["bias"], ids)], 1)
 
     return IdTables(**kwargs)
+
+
+def Subclassed(keras):
+    """A subclassed tf_keras model (``clone_model`` cannot rebuild it) with two sharded tables."""
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.vectors = keras.layers.Embedding(VOCAB, DIM)
+            self.score = keras.layers.Dense(1)
+            self.bias = self.add_weight(name="bias", shape=(VOCAB, 1))
+
+        def call(self, ids):
+            return self.score(self.vectors(ids))[:, 0] + tf.gather(self.bias, ids)[:, 0]
+
+    return Subclassed()
 
 
 class TwoTables(tf.Module):
