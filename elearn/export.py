@@ -95,7 +95,11 @@ def _outside_strategy(what: str) -> None:
 
 
 def _keras_has_shards(model) -> bool:
-    return any(hasattr(v, "_sharded_container") for v in model.weights)
+    try:
+        weights = model.weights
+    except ValueError:        # not built: saving reports that better than we would
+        return False
+    return any(hasattr(v, "_sharded_container") for v in weights)
 
 
 def _logical_weights(model) -> list:
@@ -185,13 +189,28 @@ class _joined_shards:
             if isinstance(vars(obj).get(name), list):
                 self.weight_lists.append((obj, name, list(vars(obj)[name])))
         for name, value in list(vars(obj).items()):
-            if name.startswith("_self_") or name in ("_trainable_weights", "_non_trainable_weights") \
+            if name in ("_trainable_weights", "_non_trainable_weights") \
                     or isinstance(value, tf.types.experimental.GenericFunction):
+                continue
+            if name.startswith("_self_"):
+                # TensorFlow's tracking bookkeeping (a functional model's layers live there):
+                # descend into the modules it holds, never rewrite it.
+                self._descend(value, seen)
                 continue
             new = self._swap(value, seen)
             if new is not value:
                 self.undo.append((obj, name, value))
                 setattr(obj, name, new)
+
+    def _descend(self, value, seen) -> None:
+        import tensorflow as tf
+
+        if isinstance(value, tf.Module):
+            self._visit(value, seen)
+        elif isinstance(value, (list, tuple)) and id(value) not in seen:
+            seen.add(id(value))
+            for v in value:
+                self._descend(v, seen)
 
     def _swap(self, value, seen):
         """``value`` with sharded variables joined: the same object if nothing changed."""
