@@ -112,6 +112,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import fm_job
 
+    load_start = os.getloadavg()
     data = fm_job.default_data(args.scale, 7)
     work = tempfile.mkdtemp(prefix="elearn-bench-fm-")
     parquet = os.path.join(work, "features.parquet")
@@ -127,6 +128,8 @@ def main() -> None:
                        ("(b) elearn --ps 1 --workers 1", b["train"]),
                        ("(c) elearn --ps 2 --workers 2", c["train"])):
         print(f"{name:<44} {rate:>10,.0f} ex/s {rate / a['train']:>6.2f}x")
+    print(f"(c) takes steps of batch x 2 rows (the example's PS steps match allreduce's updates)")
+    print(f"load average (1, 5, 15 min) at start {load_start}, at end {os.getloadavg()}")
     print(f"{'elearn.predict on local[2]':<44} {score:>10,.0f} row/s {score / a['score_inprocess']:>6.2f}x"
           f"  (vs in-process Keras predict, {a['score_inprocess']:,.0f} row/s)")
 
