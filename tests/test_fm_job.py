@@ -51,8 +51,8 @@ def test_ps_mode_shards_embeddings_over_both_ps_and_scores_with_spark(pl_submit,
 def test_allreduce_mode_trains_the_same_job(pl_submit, tmp_path):
     out = tmp_path / "out.jsonl"
     run = pl_submit(JOB, "--ps", 0, "--workers", 2, "--arg", f"data={SAMPLE}", "--arg", "epochs=2",
-                    "--arg", "batch_size=128", "--arg", "als_iter=3", "--arg", f"out={out}", "--register-timeout", 600,
-                    timeout=900)
+                    "--arg", "batch_size=128", "--arg", "als_iter=3", "--arg", f"out={out}",
+                    "--register-timeout", 600, timeout=900)
     assert run.returncode == 0, run.output[-4000:]
     got = events(out)
     assert got["train"]["rows"] == TRAIN_ROWS and got["train"]["mode"] == "allreduce"
