@@ -94,7 +94,7 @@ def build_session(app_name: str, master: str, conf: dict, quiet: bool = True, cl
     }
     # C2 compiles only code that stays hot well past start-up: the driver JVM spends ~25% less
     # CPU starting Spark and running its first small jobs, while long ETL loops still reach C2
-    # within milliseconds (same throughput on a 30M-row aggregation; bench/README.md).
+    # within milliseconds (a 30M-row aggregation within run-to-run noise; bench/driver_jvm.py).
     driver_opts = [DRIVER_JIT_FLAGS]
     if quiet:
         log4j = os.path.join(os.path.dirname(__file__), "resources", "log4j2.properties")
