@@ -52,12 +52,6 @@ def shard_placement(model) -> list[dict]:
     return out
 
 
-def base_name(name: str) -> str:
-    """``"fm/user_idx_embedding/part_1:0"`` -> ``"user_idx_embedding/part_1"``: the table's own name."""
-    name = name.split(":")[0]
-    return name[3:] if name.startswith("fm/") else name
-
-
 class MovieLensFM(SparkTFJob):
     # -- Spark: read, join, features, split ---------------------------------------------------
     def pre_train(self, spark):
@@ -134,32 +128,9 @@ class MovieLensFM(SparkTFJob):
             self._record({"event": "train", "mode": ctx.mode, "num_ps": ctx.num_ps,
                           "num_workers": ctx.num_workers, "rows": ctx.rows(), "epochs": epochs,
                           "loss": losses, "examples_per_sec": rate, "placement": placement})
-        return self.serving_copy(keras, model) if ctx.mode == "ps" else model
-
-    def serving_copy(self, keras, model):
-        """The trained model with every sharded table joined into one variable, for export.
-
-        A SavedModel of ``ShardedVariable``s does not load outside ``ParameterServerStrategy``;
-        the copy (built outside the strategy, same layer order) loads anywhere, e.g. in
-        ``elearn.predict`` on the executors.
-        """
-        import tensorflow as tf
-
-        a = self.args
-        plain = fm_model.build_fm(keras, self.vocab, dim=int(a.get("dim", 16)), l2=float(a.get("l2", 2e-5)),
-                                  mean_rating=self.mean_rating)
-        # tf_keras lists a sharded table as its parts ("user_idx_embedding/part_0:0", ...): group
-        # them by table name, join in part order.
-        parts = {}
-        for v in model.weights:
-            for shard in getattr(v, "variables", None) or [v]:
-                table, _, part = base_name(shard.name).partition("/part_")
-                parts.setdefault(table, []).append((int(part or 0), shard))
-        for dst in plain.weights:
-            shards = [v for _, v in sorted(parts[base_name(dst.name)], key=lambda p: p[0])]
-            dst.assign(tf.concat([v.read_value() for v in shards], 0) if len(shards) > 1
-                       else shards[0].read_value())
-        return plain
+        # In PS mode the tables are sharded; elearn exports them joined, so the SavedModel
+        # loads anywhere (elearn.predict on the executors included).
+        return model
 
     # -- Spark again: score validation with the exported model, compare with baselines --------
     def post_train(self, spark, model_dir):
