@@ -6,6 +6,7 @@ of them in /proc afterwards, whatever their parentage.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,3 +154,11 @@ def pl_submit(tmp_path):
 
 def job(name: str) -> str:
     return os.path.join(JOBS, name)
+
+
+def lines(path) -> list:
+    """The records of a JSON-lines file a test job wrote (none yet: empty)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -3,18 +3,11 @@ TF processes in a barrier stage, a real SIGKILL. The pl_submit fixture checks fo
 import json
 import os
 
-from conftest import job
+from conftest import job, lines
 
 JOB = job("allreduce_classifier.py")
 ACCURACY = 0.93  # linearly separable labels; 4 epochs reach ~0.98 on held-out rows
 ROWS = 4001      # 2001 + 2000 rows: 41 and 40 batches of 50, so the workers' epochs differ
-
-
-def lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def summary(run):

@@ -8,20 +8,13 @@ import sys
 import time
 
 import pytest
-from conftest import assert_no_orphans, finish, job, start_pl_submit
+from conftest import assert_no_orphans, finish, job, lines, start_pl_submit
 
 from elearn.procs import free_port
 from elearn.zookeeper import EmbeddedZooKeeper, connect
 
 TRUE_W = [2.0, -3.0, 0.5, 1.5]
 TOL = 0.05  # the label noise is 0.01; 4 epochs of Adam land well inside this
-
-
-def lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,8 @@
 """The feed in a real PS-mode run: pl_submit, real Spark, ZooKeeper and TF server processes."""
-import json
 import os
 from collections import Counter
 
-from conftest import job
-
-
-def lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from conftest import job, lines
 
 
 def test_ps_workers_read_each_row_once_per_epoch_fit_validates_and_failed_run_removes_spools(

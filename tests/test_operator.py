@@ -1,18 +1,10 @@
 """pl_submit list/status/kill and --tensorboard against a real running application."""
-import json
 import os
 import subprocess
 import time
 import urllib.request
 
-from conftest import PL_SUBMIT, ROOT, assert_no_orphans, finish, job, start_pl_submit
-
-
-def lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from conftest import PL_SUBMIT, ROOT, assert_no_orphans, finish, job, lines, start_pl_submit
 
 
 def control(tmp_path, *args):

@@ -7,19 +7,12 @@ import sys
 import time
 
 import pytest
-from conftest import assert_no_orphans, finish, job, start_pl_submit, tagged_pids
+from conftest import assert_no_orphans, finish, job, lines, start_pl_submit, tagged_pids
 
 from elearn.zookeeper import EmbeddedZooKeeper, connect
 
 TRUE_W = [2.0, -3.0, 0.5, 1.5]
 TOL = 0.1
-
-
-def lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def cmdline(pid):
