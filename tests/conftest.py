@@ -162,3 +162,32 @@ def lines(path) -> list:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def local_spark():
+    """One in-process ``local[2]`` SparkSession for the tests that need Spark but not pl_submit.
+
+    Modules set the SQL options they depend on with ``spark_with``; the JVM starts once.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # executors need this venv's TF and pyarrow
+    session = (SparkSession.builder.master("local[2]").appName("elearn-tests")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.pyspark.python", sys.executable).getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def spark_with(session, **sql_conf):
+    """Set SQL options for one module's tests; a generator to ``yield from`` in its fixture."""
+    keys = {k.replace("__", "."): str(v) for k, v in sql_conf.items()}
+    for k, v in keys.items():
+        session.conf.set(k, v)
+    try:
+        yield session
+    finally:
+        for k in keys:
+            session.conf.unset(k)

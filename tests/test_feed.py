@@ -20,22 +20,15 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+from conftest import spark_with  # noqa: E402
 from elearn import FeedError, TrainContext, sparse_vectors  # noqa: E402
 from elearn.feed import FeedInfo, normalize_frames, plan_feed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    s = (SparkSession.builder.master("local[2]").appName("elearn-feed-tests")
-         .config("spark.ui.showConsoleProgress", "false")
-         .config("spark.sql.shuffle.partitions", "4")
-         .config("spark.sql.session.timeZone", "UTC")
-         .config("spark.pyspark.python", sys.executable).getOrCreate())
-    s.sparkContext.setLogLevel("ERROR")
-    yield s
-    s.stop()
+def spark(local_spark):
+    yield from spark_with(local_spark, **{"spark.sql.shuffle.partitions": 4,
+                                          "spark.sql.session.timeZone": "UTC"})
 
 
 def spool_frames(frames, workers, root, chunk_rows=65536) -> dict:

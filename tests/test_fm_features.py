@@ -10,6 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples", "fm_movielens"))
 
 import generate  # noqa: E402
+from conftest import spark_with  # noqa: E402
 import movielens  # noqa: E402
 
 DAY = 86400
@@ -59,16 +60,10 @@ def write_mllatest(d):
 
 
 @pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    session = (SparkSession.builder.master("local[2]").appName("fm-features-test")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-               .config("spark.sql.session.timeZone", "America/Los_Angeles")  # features must not depend on it
-               .getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+def spark(local_spark):
+    # The features must not depend on the session's time zone.
+    yield from spark_with(local_spark, **{"spark.sql.shuffle.partitions": 2,
+                                          "spark.sql.session.timeZone": "America/Los_Angeles"})
 
 
 def rows(df):

@@ -9,6 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples", "fm_movielens"))
 
 import elearn  # noqa: E402
+from conftest import spark_with  # noqa: E402
 from elearn.errors import ElearnError  # noqa: E402
 
 VOCAB = {"user_idx": 7, "movie_idx": 11, "year_idx": 4, "age_idx": 5, "weekday_idx": 7, "genre_ids": 6}
@@ -32,17 +33,9 @@ def fm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable     # executors need this venv's TF and pyarrow
-    session = (SparkSession.builder.master("local[2]").appName("predict-test")
-               .config("spark.ui.enabled", "false").config("spark.pyspark.python", sys.executable)
-               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "16")   # several batches
-               .getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+def spark(local_spark):
+    # Several Arrow batches per partition even for small frames.
+    yield from spark_with(local_spark, **{"spark.sql.execution.arrow.maxRecordsPerBatch": 16})
 
 
 def frame(spark, n=60, seed=0):
