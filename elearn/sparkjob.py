@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 
+QUOTE = "  | "  # prefix of quoted lines (a node's log tail) that a Spark error must carry whole
+
 
 class SparkJobThread(threading.Thread):
     """Runs ``body()`` (which collects a Spark job) under the application's job group ``role``.
@@ -25,46 +27,88 @@ class SparkJobThread(threading.Thread):
             self.error = exc
 
 
-def upstream_progress(app, role: str, registered: int) -> str | None:
-    """What the job of ``role`` computes before its node tasks start, or None.
+class UpstreamProgress:
+    """What the job of ``role`` computes before its node tasks start.
 
     The node tasks come last; the features' ETL and the repartition's shuffle must finish first
     (with adaptive execution they even run as separate jobs of the same group), and on real data
-    they take a while. Tasks running beyond the ``registered`` nodes are that work: waiting for
-    registration meanwhile is not a hang.
+    they take a while. Waiting for registration meanwhile is not a hang. Spark's status tracker
+    lags the scheduler by seconds under load (a running stage can read 0 active tasks), so any
+    of these counts as work going on: tasks running beyond the registered nodes, a stage whose
+    completed count moved since the last look, or a job of the group not seen before.
     """
-    try:
-        tracker = app.spark.sparkContext.statusTracker()
-        active, parts = 0, []
-        for job_id in tracker.getJobIdsForGroup(f"{app.id}-{role}"):
-            job = tracker.getJobInfo(job_id)
-            if job is None or job.status != "RUNNING":
-                continue
-            for stage_id in list(job.stageIds):
-                stage = tracker.getStageInfo(stage_id)
-                if stage is not None and stage.numActiveTasks > 0:
+
+    def __init__(self, app, role: str):
+        self.app, self.group = app, f"{app.id}-{role}"
+        self.jobs: set[int] = set()
+        self.completed: dict[int, int] = {}
+
+    def __call__(self, registered: int) -> str | None:
+        """A description of the work going on ("" if nothing to show yet), or None if none is."""
+        try:
+            tracker = self.app.spark.sparkContext.statusTracker()
+            active, moved, parts = 0, False, []
+            for job_id in tracker.getJobIdsForGroup(self.group):
+                job = tracker.getJobInfo(job_id)
+                if job is None or job.status != "RUNNING":
+                    continue
+                if job_id not in self.jobs:
+                    self.jobs.add(job_id)
+                    moved = True
+                for stage_id in list(job.stageIds):
+                    stage = tracker.getStageInfo(stage_id)
+                    if stage is None or stage.numCompletedTasks >= stage.numTasks:
+                        continue
+                    if self.completed.get(stage_id, 0) != stage.numCompletedTasks:
+                        self.completed[stage_id] = stage.numCompletedTasks
+                        moved = True
                     active += stage.numActiveTasks
-                    parts.append(f"stage {stage_id} {stage.numCompletedTasks}/{stage.numTasks} tasks done")
-        return ", ".join(parts) if active > registered else None
-    except Exception:  # progress is informative only
-        return None
+                    if stage.numActiveTasks or stage.numCompletedTasks:
+                        parts.append(f"stage {stage_id} {stage.numCompletedTasks}/{stage.numTasks} tasks done")
+            # "" (work going on, nothing worth showing yet) still holds the deadline off.
+            return ", ".join(parts) if moved or active > registered else None
+        except Exception:  # progress is informative only
+            return None
 
 
 def wait_for_nodes(app, role: str, check, timeout: float, on_timeout, interval: float = 0.3):
-    """``wait_until(check)``, but the ``timeout`` counts only while ``role``'s Spark job runs no
-    task beyond its registered nodes (see ``upstream_progress``); that work is shown instead."""
+    """``wait_until(check)``, but the ``timeout`` counts only while ``role``'s Spark job shows no
+    work of its own before the node tasks (see ``UpstreamProgress``); that work is shown instead."""
     import time
 
     deadline = time.monotonic() + timeout
     node_role = "worker" if role == "allreduce" else role
+    upstream = UpstreamProgress(app, role)
     while True:
         result = check()
         if result:
             return result
-        progress = upstream_progress(app, role, len(app.registry.nodes(node_role)))
-        if progress:
+        progress = upstream(len(app.registry.nodes(node_role)))
+        if progress is not None:
             deadline = time.monotonic() + timeout
+        if progress:
             app.console.progress(f"{role}-input", f"preparing the {role} feed: {progress}")
         elif time.monotonic() > deadline:
             raise on_timeout()
         time.sleep(interval)
+
+
+def quoted(text: str) -> str:
+    """``text`` as lines that ``spark_error_message`` keeps when the error crosses Spark."""
+    return "\n".join(QUOTE + line for line in text.splitlines())
+
+
+def spark_error_message(exc: Exception) -> str:
+    """What the user needs of a Spark job's error: elearn's own message from the task if there
+    is one (with its quoted lines), else the first lines of Spark's."""
+    text = str(exc)
+    for marker in ("ElearnError:", "ClusterError:", "FeedError:", "JobError:"):
+        if marker in text:
+            first, *rest = text[text.index(marker):].splitlines()
+            kept = []
+            for line in rest:
+                if not line.startswith(QUOTE):
+                    break
+                kept.append(line)
+            return "\n".join([first, *kept])
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][:12])
