@@ -41,15 +41,20 @@ def check_slots(master: str, ps: int, workers: int, conf: dict) -> None:
     slots = concurrent_slots(master)
     if slots is None:
         return
-    cpus = int(conf.get("spark.task.cpus", 1))
-    slots //= max(cpus, 1)
+    cpus = max(int(conf.get("spark.task.cpus", 1)), 1)
+    cores, slots = slots, slots // cpus
     need = ps + workers
     if need > slots:
         parts = f"{ps} ps + {workers} workers" if ps else f"{workers} workers"
+        # The PS job's tasks are submitted first and take their slots; the workers wait on the rest.
+        nodes = [f"ps:{i}" for i in range(ps)] + [f"worker:{i}" for i in range(workers)]
+        fix = f"local[{need * cpus}]" if master.startswith("local[") or master == "local" else \
+            f"local-cluster[N,C,MB] with N x C >= {need * cpus}"
         raise ClusterError(
             f"too few Spark slots: the cluster needs {need} concurrent tasks ({parts}), but "
-            f"--master {master} runs {slots} at once. Use --master local[{need}] (or more), "
-            f"or ask for fewer nodes.")
+            f"--master {master} runs {slots} at once ({cores} cores / spark.task.cpus {cpus}): "
+            f"{', '.join(nodes[slots:])} would never start, and the nodes that did would wait for "
+            f"them. Use --master {fix} (or more), or ask for fewer nodes.")
 
 
 def _inherited_python() -> str | None:

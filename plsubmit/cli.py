@@ -65,6 +65,8 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
     from elearn.config import parse_kv
     from elearn.job import parse_job_args
 
+    # fire reads "--app-name 123" as a number; names are text.
+    app_name, job_class = (None if v is None else str(v) for v in (app_name, job_class))
     options = dict(ps=ps, workers=workers, master=master, zk=zk, app_name=app_name,
                    checkpoint_dir=checkpoint_dir, model_dir=model_dir, work_dir=work_dir,
                    conf=parse_kv(conf, "--conf"), args=parse_job_args(arg), job_class=job_class,

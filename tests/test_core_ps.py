@@ -108,14 +108,16 @@ BAD_INPUT = [
     ([job("two_jobs.py"), "--ps", 1, "--workers", 1], "choose one with --job-class"),
     ([job("returns_list.py"), "--ps", 1, "--workers", 1], "pre_train must return a Spark DataFrame"),
     ([job("linear_fit.py"), "--ps", 1, "--workers", 0], "--workers must be at least 1"),
+    ([job("linear_fit.py"), "--ps", 1, "--workers", -2], "--workers must be at least 1"),
     ([job("linear_fit.py"), "--ps", -1, "--workers", 1], "--ps must be 0"),
     ([job("map_column.py"), "--ps", 1, "--workers", 1], "attrs (map<string,bigint>"),
     ([job("linear_fit.py"), "--ps", 2, "--workers", 2, "--master", "local[2]"],
-     "needs 4 concurrent tasks (2 ps + 2 workers)"),
+     "needs 4 concurrent tasks (2 ps + 2 workers), but --master local[2] runs 2 at once "
+     "(2 cores / spark.task.cpus 1): worker:0, worker:1 would never start"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[m[:28] for _, m in BAD_INPUT])
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[f"{m[:28]}{a[-1]}" for a, m in BAD_INPUT])
 def test_bad_input_fails_fast_with_clear_message(pl_submit, args, message):
     t0 = time.monotonic()
     run = pl_submit(*args, timeout=120)
@@ -126,10 +128,12 @@ def test_bad_input_fails_fast_with_clear_message(pl_submit, args, message):
 
 def test_unreachable_zookeeper_fails_fast_naming_the_address(pl_submit):
     port = free_port()
+    t0 = time.monotonic()
     run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 1, "--zk", f"127.0.0.1:{port}",
                     timeout=120)
     assert run.returncode != 0
     assert f"cannot reach ZooKeeper at '127.0.0.1:{port}'" in run.stderr
+    assert time.monotonic() - t0 < 45  # the connection timeout (15 s) plus start-up, not a hang
 
 
 def test_long_feature_engineering_is_not_mistaken_for_missing_nodes(pl_submit, tmp_path):
