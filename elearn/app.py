@@ -167,6 +167,8 @@ class Application:
         if getattr(self, "_closed", False):
             return
         self._closed = True
+        t0 = time.monotonic()
+        self.console.say("teardown: stopping the TF nodes, Spark" + (" and ZooKeeper" if self.zk else ""))
         self.release_nodes(join_timeout)
         if self.registry is not None:
             try:
@@ -197,3 +199,4 @@ class Application:
             pass
         spool = os.path.join(self.node_dir, "spool")
         shutil.rmtree(spool, ignore_errors=True)
+        self.console.say(f"teardown done in {time.monotonic() - t0:.1f}s")

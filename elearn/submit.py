@@ -79,7 +79,7 @@ def submit(job, **options) -> SubmitResult:
     console = Console(opts.quiet)
     app = Application(opts, console)
     result = SubmitResult("failed", app.id, app.dir, opts.mode, checkpoint_dir=app.checkpoint_dir)
-    shutdown_done = False
+    shutdown_done = interrupted = False
     outputs: dict = {}
     try:
         with app:
@@ -134,7 +134,6 @@ def submit(job, **options) -> SubmitResult:
             result.status = "succeeded"
             app.close()
             result.nodes = node_stats(app)
-            app.mark("teardown")
     except UserCodeError as exc:
         result.error = str(exc)
         result.traceback = exc.details or "".join(traceback.format_exception(exc.__cause__ or exc))
@@ -145,11 +144,14 @@ def submit(job, **options) -> SubmitResult:
         if result.status != "succeeded":
             result.error = f"{exc.__class__.__name__}: {exc}"
             result.traceback = "".join(traceback.format_exception(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torn down above; summarised, then re-raised
         result.status = "failed"
         result.error = "interrupted"
-        raise
+        interrupted = True
     finally:
+        app.close()
+        if "teardown" not in app.timings:
+            app.mark("teardown")
         result.timings = dict(app.timings)
         if not shutdown_done:
             shutdown_done = True
@@ -169,4 +171,6 @@ def submit(job, **options) -> SubmitResult:
                     f"model: {result.model_dir or '(train returned nothing)'}")
     else:
         console.say(f"failed: {result.error}")
+    if interrupted:
+        raise KeyboardInterrupt("interrupted")
     return result

@@ -2,8 +2,9 @@
 
 Fields of ``summary.json``:
     app_id, status, mode, ps, workers, error
-    phases       seconds per phase in order (start, pre_train, feed, register, train, post_train,
-                 teardown; only those that ran)
+    phases       seconds per phase in order (start, pre_train, register, feed, train, post_train,
+                 teardown; only those that ran). register: until every node's task runs and, in
+                 PS mode, until every TF server listens; feed: the workers spooling their rows
     rows         {dataset: {"total": n, "per_worker": [n, ...]}}
     steps        the last step reported by train (ctx.report or the Keras progress callback)
     metrics      the last metrics reported
@@ -16,7 +17,7 @@ import json
 import os
 
 PHASE_NAMES = {"zookeeper": "start", "spark": "start", "pre_train": "pre_train", "feed": "feed",
-               "register": "register", "train": "train", "post_train": "post_train",
+               "register": "register", "servers": "register", "train": "train", "post_train": "post_train",
                "teardown": "teardown"}
 
 

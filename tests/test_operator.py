@@ -1,8 +1,10 @@
-"""pl_submit list/status/kill and --tensorboard against a real running application."""
+"""What operators see and do: list/status/kill, --tensorboard, and node errors that say where to look."""
 import os
 import subprocess
 import time
 import urllib.request
+
+import pytest
 
 from conftest import PL_SUBMIT, ROOT, assert_no_orphans, finish, job, lines, start_pl_submit
 
@@ -13,9 +15,10 @@ def control(tmp_path, *args):
     return subprocess.run(PL_SUBMIT + list(args), env=env, capture_output=True, text=True, timeout=180)
 
 
-def test_status_list_kill_and_tensorboard(tmp_path):
+@pytest.mark.parametrize("ps", [1, 0], ids=["ps-mode", "allreduce-mode"])
+def test_status_list_kill_and_tensorboard(tmp_path, ps):
     started, marker = tmp_path / "started.jsonl", tmp_path / "marker.jsonl"
-    run = start_pl_submit([job("waits.py"), "--ps", 1, "--workers", 1, "--app-name", "ops-test",
+    run = start_pl_submit([job("waits.py"), "--ps", ps, "--workers", 1, "--app-name", "ops-test",
                            "--tensorboard", "--arg", f"started={started}",
                            "--arg", f"marker={marker}"], tmp_path)
     deadline = time.monotonic() + 300
@@ -30,7 +33,7 @@ def test_status_list_kill_and_tensorboard(tmp_path):
     status = control(tmp_path, "status", "ops-test")
     assert status.returncode == 0, status.stderr
     assert "application ops-test: running" in status.stdout
-    for node in ("ps:0", "worker:0"):
+    for node in ("ps:0", "worker:0")[1 - ps:]:
         row = next(line for line in status.stdout.splitlines() if line.startswith(node))
         assert "running" in row and "127.0.0.1:" in row and "s ago" in row
 
@@ -74,3 +77,29 @@ def _children_cmdlines(run):
         except OSError:
             pass
     return out
+
+
+def test_a_node_dying_before_it_serves_shows_its_log_tail_through_spark(local_spark, tmp_path):
+    """A real TF node process that cannot start its server (its cluster spec is unusable): the
+    error that reaches the driver through Spark names the node, its log, and the log's last lines."""
+    from elearn.procs import free_port
+    from elearn.runtime.daemon import NodeDaemon
+    from elearn.sparkjob import spark_error_message
+
+    node_dir = str(tmp_path / "nodes")
+
+    def start_node(_):
+        daemon = NodeDaemon({"node_dir": node_dir}, "ps", 0)
+        daemon.host, daemon.port = "127.0.0.1", free_port()
+        daemon._serve(None, {"ps": ["127.0.0.1:not-a-port"]})
+        yield "served"
+
+    with pytest.raises(Exception) as failure:
+        local_spark.sparkContext.parallelize([0], 1).mapPartitions(start_node).collect()
+    message = spark_error_message(failure.value)
+    log = os.path.join(node_dir, "logs", "ps-0.log")
+    assert message.startswith("ClusterError: ps:0 on "), message
+    assert "TF process killed by SIGABRT before serving" in message  # what TF does with that spec
+    assert f"log {log}, last lines:" in message
+    last = [ln for ln in open(log).read().splitlines() if ln.strip()][-1]
+    assert f"  | {last}" in message.splitlines(), (last, message)

@@ -16,7 +16,7 @@ from collections import Counter
 from elearn.errors import ClusterError, JobError
 from elearn.mpi.restarts import GroupRestarts
 from elearn.shipping import pack_job
-from elearn.sparkjob import SparkJobThread, wait_for_nodes
+from elearn.sparkjob import SparkJobThread, spark_error_message, wait_for_nodes
 from elearn.mpi.task import STATS_SCHEMA, allreduce_arrow_task, allreduce_task
 from elearn.registry import wait_until
 
@@ -67,14 +67,6 @@ def _launch(app, frame, plan, node_app: dict) -> SparkJobThread:
     return stage
 
 
-def _spark_message(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("ElearnError:", "ClusterError:", "FeedError:", "JobError:"):
-        if marker in text:
-            return text[text.index(marker):].splitlines()[0]
-    return "\n".join([ln for ln in text.splitlines() if ln.strip()][:12])
-
-
 def _watch(app, stage: SparkJobThread) -> list:
     """Wait for the stage; say registration, restarts; fail with a reason when it cannot finish."""
     opts, say, reg = app.opts, app.console.say, app.registry
@@ -83,6 +75,7 @@ def _watch(app, stage: SparkJobThread) -> list:
     metrics_path = os.path.join(app.dir, "metrics.jsonl")
 
     def registered():
+        app.check_killed()
         if stage.error is not None or not stage.is_alive():
             return True
         n = len(reg.nodes("worker"))
@@ -99,9 +92,11 @@ def _watch(app, stage: SparkJobThread) -> list:
     app.mark("register")
 
     def finished():
+        app.check_killed()  # the workers see the application marked failed and stop their TF
         nodes = reg.nodes("worker")
         if not seen["training"] and any(n.get("state") == "running" for n in nodes.values()):
             seen["training"] = True
+            reg.set_state("running")
             app.mark("feed")
             say(f"training: train(ctx) runs in {opts.workers} worker processes "
                 f"(logs: {os.path.join(app.node_dir, 'logs')})")
@@ -117,7 +112,7 @@ def _watch(app, stage: SparkJobThread) -> list:
 
     wait_until(finished, 3600 * 24 * 365, interval=0.5)
     if stage.error is not None:
-        raise ClusterError(f"the allreduce Spark job failed: {_spark_message(stage.error)}") from stage.error
+        raise ClusterError(f"the allreduce Spark job failed: {spark_error_message(stage.error)}") from stage.error
     return sorted(stage.result or [], key=lambda s: s["index"])
 
 

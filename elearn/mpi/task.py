@@ -56,6 +56,7 @@ class GroupMember:
         self.log_path = os.path.join(node_dir, "logs", f"worker-{index}.log")
         self.attempts: list[dict] = []
         self.started = time.time()
+        self.port = None  # this attempt's TF port
 
     # -- ZooKeeper ------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -66,8 +67,8 @@ class GroupMember:
         self.host = advertise_host(self.app.get("loopback", False))
 
     def _announce(self, state: str, **more) -> None:
-        info = {"host": self.host, "state": state, "pid": os.getpid(), "log": self.log_path,
-                "attempt": len(self.attempts), "heartbeat": time.time(), **more}
+        info = {"host": self.host, "port": self.port, "state": state, "pid": os.getpid(),
+                "log": self.log_path, "attempt": len(self.attempts), "heartbeat": time.time(), **more}
         try:
             self.reg.update(ROLE, self.index, info)
         except Exception:  # a ZooKeeper hiccup must not fail a healthy worker
@@ -149,7 +150,8 @@ class GroupMember:
         with open(self.log_path, "ab") as logf:
             child = popen_child([sys.executable, "-u", "-m", "elearn.mpi.worker"], stdin=subprocess.DEVNULL,
                                 stdout=logf, stderr=subprocess.STDOUT, env=env)
-        self._announce("running", child_pid=child.pid, port=int(spec[self.index].rsplit(":", 1)[1]))
+        self.port = int(spec[self.index].rsplit(":", 1)[1])
+        self._announce("running", child_pid=child.pid)
         outcome = {"worker": self.index, "attempt": attempt, "pid": child.pid, "ok": False}
         stale_after = self.app.get("heartbeat_timeout", 120.0)
         started, last_beat = time.time(), 0.0

@@ -20,10 +20,12 @@ import time
 from kazoo.protocol.states import KazooState
 
 from elearn.errors import ClusterError
+from elearn.mpi.restarts import describe_exit
 from elearn.procs import free_port, popen_child, stop_process
 from elearn.registry import AppRegistry, wait_until
 from elearn.resources_profile import task_gpu_env
 from elearn.runtime.hosts import advertise_host
+from elearn.sparkjob import quoted
 from elearn.zookeeper import connect
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ def child_env(app: dict, extra: dict | None = None) -> dict:
 def wait_listening(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
     def up():
         if proc.poll() is not None:
-            raise ClusterError(f"TF process exited with {proc.returncode} before serving")
+            raise ClusterError(f"TF process {describe_exit(proc.returncode)} before serving")
         try:
             with socket.create_connection((host, port), timeout=1):
                 return True
@@ -159,7 +161,12 @@ class NodeDaemon:
     def _serve(self, reg: AppRegistry, spec: dict, child: subprocess.Popen | None = None):
         child = child or self._spawn_child()
         self._configure(child, spec)
-        wait_listening(self.host, self.port, child, self.app.get("start_timeout", 180))
+        try:
+            wait_listening(self.host, self.port, child, self.app.get("start_timeout", 180))
+        except ClusterError as exc:  # the driver shows this through Spark: say where and why
+            stop_process(child, grace=1)
+            raise ClusterError(f"{self.role}:{self.index} on {socket.gethostname()}: {exc}; log "
+                               f"{self.log_path}, last lines:\n{quoted(tail(self.log_path, 20))}") from None
         reg.update(self.role, self.index, self._info("running", child_pid=child.pid))
         return child
 
