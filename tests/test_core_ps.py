@@ -75,19 +75,31 @@ def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, exte
     assert "PREDICTED" in check.stdout, check.stderr[-2000:]
 
 
-def test_train_raising_fails_with_traceback_and_cleans_up(pl_submit, tmp_path):
+def assert_znodes_gone(zk_hosts: str, app_id: str) -> None:
+    client = connect(zk_hosts)
+    try:
+        assert client.exists("/elearn") and not client.exists(f"/elearn/{app_id}")
+    finally:
+        client.stop()
+
+
+def test_train_raising_fails_with_traceback_and_cleans_up(pl_submit, tmp_path, external_zk):
     marker = tmp_path / "marker.jsonl"
-    run = pl_submit(job("raises.py"), "--ps", 1, "--workers", 1, "--arg", f"marker={marker}")
+    run = pl_submit(job("raises.py"), "--ps", 1, "--workers", 1, "--arg", f"marker={marker}",
+                    "--zk", external_zk, "--app-name", "raises-test")
     assert run.returncode != 0
     assert "boom from train" in run.stderr
     assert "Traceback" in run.stderr and "raises.py" in run.stderr
     assert len(lines(marker)) == 1
+    assert_znodes_gone(external_zk, "raises-test")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_everything_and_runs_shutdown_once(tmp_path, sig):
+def test_signal_stops_everything_and_runs_shutdown_once(tmp_path, sig, external_zk):
     started, marker = tmp_path / "started.jsonl", tmp_path / "marker.jsonl"
-    run = start_pl_submit([job("waits.py"), "--ps", 1, "--workers", 1,
+    app_id = f"signal-{int(sig)}"
+    run = start_pl_submit([job("waits.py"), "--ps", 1, "--workers", 1, "--zk", external_zk,
+                           "--app-name", app_id,
                            "--arg", f"started={started}", "--arg", f"marker={marker}"], tmp_path)
     deadline = time.monotonic() + 240
     while not lines(started):
@@ -100,6 +112,13 @@ def test_signal_stops_everything_and_runs_shutdown_once(tmp_path, sig):
     assert "interrupted" in run.stderr
     assert len(lines(marker)) == 1
     assert_no_orphans(run.tag)
+    assert_znodes_gone(external_zk, app_id)
+    # Torn down, then summarised like any other ending.
+    assert "teardown done in" in run.stdout and "summary: failed" in run.stdout
+    (app_dir,) = run.app_dirs()
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["error"] == "interrupted" and "teardown" in summary["phases"]
 
 
 BAD_INPUT = [
