@@ -181,6 +181,12 @@ class TrainContext:
                       list_lengths=info.list_lengths, drop_remainder=drop_remainder,
                       sizes=info.sizes, dense=tuple(dense))
         columns = info.columns
+        empty = [w for w, r in enumerate(info.rows) if r == 0]
+        if empty and info.total_rows:
+            # A worker with no rows would never yield a batch: fit and the collective would wait.
+            raise FeedError(f"worker(s) {', '.join(map(str, empty))} received no rows of {name!r} "
+                            f"({info.total_rows} rows over {len(info.rows)} workers): feed at "
+                            "least as many rows as --workers")
         if self.mode == "ps":
             dirs, chunks = list(info.dirs), list(info.chunks)
 
@@ -191,9 +197,6 @@ class TrainContext:
         else:
             me = self.local_worker if self.local_worker is not None else self.task_index
             directory, n = info.dirs[me], info.chunks[me]
-            if info.rows[me] == 0 and info.total_rows:
-                raise FeedError(f"worker {me} received no rows of {name!r} ({info.total_rows} rows over "
-                                f"{len(info.rows)} workers): feed at least as many rows as --workers")
 
             def fn(input_context=None):
                 ds = spool_dataset(directory, n, columns, **kwargs)

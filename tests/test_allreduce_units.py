@@ -67,10 +67,15 @@ def test_endless_stream_keeps_the_step_count_across_epochs(tmp_path):
     assert len(ids) == 3 * 13 * 8 and set(ids) == set(range(100, 110))
 
 
-def test_a_worker_without_rows_is_named(tmp_path):
+@pytest.mark.parametrize("mode", ["allreduce", "ps"])
+def test_a_worker_without_rows_is_named(tmp_path, mode):
+    """Its dataset would never yield a batch: fit (PS) or the collective (allreduce) would wait."""
+    import dataclasses
+
     feeds = spool(tmp_path, [5, 0])
-    with pytest.raises(FeedError, match=r"worker 1 received no rows of 'train' \(5 rows over 2 workers\)"):
-        context(feeds, 1, 2).dataset(batch_size=4)
+    ctx = dataclasses.replace(context(feeds, 0, 2), mode=mode)
+    with pytest.raises(FeedError, match=r"worker\(s\) 1 received no rows of 'train' \(5 rows over 2 workers\)"):
+        ctx.dataset_fn(batch_size=4)
 
 
 def test_horovod_runtime_is_refused_at_once_with_what_to_install():

@@ -44,3 +44,19 @@ def test_ps_workers_read_each_row_once_per_epoch_fit_validates_and_failed_run_re
     assert spools["dirs"] and not any(os.path.exists(d) for d in spools["dirs"])
     for app_dir in run.app_dirs():
         assert not os.path.exists(os.path.join(app_dir, "nodes", "spool"))
+
+
+def test_nulls_fail_before_training_without_restarts_and_job_level_fill_replaces_them(pl_submit, tmp_path):
+    out = tmp_path / "out.jsonl"
+    failed = pl_submit(job("nulls.py"), "--workers", 1, "--arg", f"out={out}", timeout=300)
+    assert failed.returncode == 1
+    assert "dataset 'train' has nulls in x (10 nulls)" in failed.stderr, failed.output[-3000:]
+    assert "not retried" in failed.stderr and "restart 1/" not in failed.stdout
+    assert "  restarts: 0" in failed.stdout
+    assert lines(out) == []
+
+    filled = pl_submit(job("nulls.py"), "--workers", 1, "--fill", "x=-1", "--arg", f"out={out}",
+                       timeout=300)
+    assert filled.returncode == 0, filled.output[-3000:]
+    (seen,) = lines(out)
+    assert seen["x"] == sorted([-1.0] * 10 + [float(i) for i in range(100) if i % 10])

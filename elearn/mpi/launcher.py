@@ -102,10 +102,10 @@ def _watch(app, stage: SparkJobThread) -> list:
                 f"(logs: {os.path.join(app.node_dir, 'logs')})")
         for req in restarts.all()[seen["restarts"]:]:
             seen["restarts"] += 1
-            if req["attempt"] < opts.max_restarts:
+            if req["attempt"] < opts.max_restarts and not req.get("final"):
                 say(f"restart {req['attempt'] + 1}/{opts.max_restarts} of the group: {req['reason']}")
                 app.event("restart", **req)
-            else:
+            elif not req.get("final"):
                 say(f"{req['reason']}; no restarts left (--max-restarts {opts.max_restarts})")
         seen["metrics"] = _show_metrics(metrics_path, seen["metrics"], say)
         return not stage.is_alive()
@@ -152,6 +152,9 @@ def _failure(stats: list, max_restarts: int) -> ClusterError:
         if e.get("error"):
             lines.append(e["error"])
     attempts = max(len(s.get("attempts", [])) for s in stats)
+    if any(e.get("final") for e in errors):
+        return ClusterError(f"allreduce training failed in attempt {attempts}, not retried: "
+                            "the job's input or options are wrong\n" + "\n".join(lines))
     return ClusterError(f"allreduce training failed in all {attempts} attempts "
                         f"(--max-restarts {max_restarts}); the workers' last errors:\n" + "\n".join(lines))
 

@@ -13,6 +13,11 @@ import signal
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
 
+# A worker's exit code for elearn's own errors in train (FeedError, JobError: nulls, a missing
+# column, a bad option). The same input fails the same way every time: restarting cannot help.
+EXIT_NOT_RETRYABLE = 3
+
+
 def describe_exit(code: int | None) -> str:
     """``-9`` -> ``"killed by SIGKILL"``; ``1`` -> ``"exited with code 1"``."""
     if code is None:
@@ -32,9 +37,10 @@ class GroupRestarts:
         self.client = client
         self.base = f"/elearn/{app_id}/allreduce"
 
-    def request(self, attempt: int, index: int, reason: str) -> bool:
-        """Ask every task to end ``attempt``; False when another task asked first."""
-        data = json.dumps({"attempt": attempt, "worker": index, "reason": reason}).encode()
+    def request(self, attempt: int, index: int, reason: str, final: bool = False) -> bool:
+        """Ask every task to end ``attempt`` (``final``: and not to start another); False when
+        another task asked first."""
+        data = json.dumps({"attempt": attempt, "worker": index, "reason": reason, "final": final}).encode()
         try:
             self.client.create(f"{self.base}/restart-{attempt}", data, makepath=True)
             return True
@@ -58,6 +64,6 @@ class GroupRestarts:
         return sorted((f for f in found if f), key=lambda f: f["attempt"])
 
 
-def may_restart(attempt: int, max_restarts: int) -> bool:
+def may_restart(attempt: int, max_restarts: int, outcomes=()) -> bool:
     """Whether a group whose attempt ``attempt`` (0-based) failed gets another one."""
-    return attempt < max_restarts
+    return attempt < max_restarts and not any(o.get("final") for o in outcomes)

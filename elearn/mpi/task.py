@@ -20,7 +20,7 @@ import time
 
 import pyarrow as pa
 
-from elearn.mpi.restarts import GroupRestarts, describe_exit, may_restart
+from elearn.mpi.restarts import EXIT_NOT_RETRYABLE, GroupRestarts, describe_exit, may_restart
 from elearn.procs import free_port, popen_child, stop_process
 from elearn.registry import AppRegistry
 from elearn.runtime.daemon import FINAL_STATES, child_env, tail
@@ -119,7 +119,7 @@ class GroupMember:
                 return {"ok": True, "model_dir": mine.get("model_dir")}
             if any(o.get("aborted") for o in outcomes):
                 return {"ok": False, "aborted": True, "errors": self._errors(outcomes)}
-            if not may_restart(attempt, max_restarts):
+            if not may_restart(attempt, max_restarts, outcomes):
                 return {"ok": False, "errors": self._errors(outcomes)}
             attempt += 1
             self._announce("restarting")
@@ -163,6 +163,11 @@ class GroupMember:
                     if code == 0 and os.path.exists(files["result"]):
                         with open(files["result"]) as f:
                             outcome.update(ok=True, **json.loads(f.read()))
+                    elif code == EXIT_NOT_RETRYABLE:
+                        outcome.update(final=True, error=self._last_error(files["error"]),
+                                       reason=f"worker {self.index} failed on the job's input or "
+                                              "options (not retried: it would fail the same way)")
+                        self.restarts.request(attempt, self.index, outcome["reason"], final=True)
                     else:
                         outcome["reason"] = f"worker {self.index} {describe_exit(code)}"
                         outcome["error"] = self._last_error(files["error"])

@@ -104,13 +104,16 @@ def main() -> None:
     _heartbeat(payload["heartbeat"], payload.get("heartbeat_every", 2.0))
     print(f"=== worker {payload['index']} of {payload['workers']}, attempt {payload['attempt']}, "
           f"pid {os.getpid()}", flush=True)
+    from elearn.errors import ElearnError
+    from elearn.mpi.restarts import EXIT_NOT_RETRYABLE
+
     try:
         result = run(payload)
     except BaseException as exc:  # the task reports this text as the worker's error
         text = "".join(traceback.format_exception(exc))
         print(text, file=sys.stderr, flush=True)
         _write(payload["error"], text)
-        code = 1
+        code = EXIT_NOT_RETRYABLE if isinstance(exc, ElearnError) else 1
     else:
         _write(payload["result"], json.dumps(result))
         code = 0
