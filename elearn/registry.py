@@ -42,8 +42,6 @@ def app_credentials(secret_file: str) -> tuple[list, list]:
     import os
     import secrets
 
-    from kazoo.security import make_acl, make_digest_acl
-
     if os.path.exists(secret_file):
         with open(secret_file) as f:
             password = f.read().strip()
@@ -52,10 +50,20 @@ def app_credentials(secret_file: str) -> tuple[list, list]:
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(password)
-    user = "elearn"
-    # Anyone may read (``pl_submit status`` from any host); only the owner may change anything.
-    return [("digest", f"{user}:{password}")], [make_digest_acl(user, password, all=True),
-                                                 make_acl("world", "anyone", read=True)]
+    auth = [("digest", f"elearn:{password}")]
+    return auth, acl_for(auth)
+
+
+def acl_for(auth_data) -> list | None:
+    """The application's ACL from its digest credentials (what the daemons are shipped): anyone
+    may read (``pl_submit status`` from any host), only the application may change anything."""
+    from kazoo.security import make_acl, make_digest_acl
+
+    for scheme, credential in auth_data or []:
+        if scheme == "digest":
+            user, password = credential.split(":", 1)
+            return [make_digest_acl(user, password, all=True), make_acl("world", "anyone", read=True)]
+    return None
 
 
 class AppRegistry:

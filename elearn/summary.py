@@ -8,7 +8,10 @@ Fields of ``summary.json``:
     rows         {dataset: {"total": n, "per_worker": [n, ...]}}
     steps        the last step reported by train (ctx.report or the Keras progress callback)
     metrics      the last metrics reported
-    restarts     {"total": n, "by_cause": {cause: n}, "steps_lost": n}
+    restarts     {"total": n, "by_cause": {cause: n}, "steps_lost": n}; causes name the node
+                 ("ps:0", "worker:1"), "worker:0 in place" (its daemon restarted its TF process
+                 while train went on), "zookeeper" (the embedded server restarted), or, in
+                 allreduce mode, how the worker's process ended ("killed by SIGKILL")
     model_dir, checkpoint_dir, log_dir, node_logs, events
 """
 from __future__ import annotations
@@ -56,9 +59,14 @@ def restarts_from_events(path: str) -> dict:
     causes: dict = {}
     for event in _records(path):
         if event.get("event") == "restart":
-            cause = str(event.get("cause") or event.get("reason") or "unknown").split(" ")[0]
+            cause = str(event.get("cause") or event.get("reason") or "unknown")
+            cause = cause if event.get("in_place") else cause.split(" ")[0]
             causes[cause] = causes.get(cause, 0) + 1
     return {"total": sum(causes.values()), "by_cause": causes}
+
+
+def zookeeper_restarts(path: str) -> int:
+    return sum(1 for event in _records(path) if event.get("event") == "zookeeper_restart")
 
 
 def steps_lost(events_path: str, metrics_path: str) -> int:
@@ -87,6 +95,9 @@ def build_summary(result, app, out: dict, per_worker_rows: dict) -> dict:
         restarts = {"total": out["restarts"], "by_cause": out.get("restart_causes", {})}
     else:
         restarts = restarts_from_events(app.events_path)
+    zk = zookeeper_restarts(app.events_path)
+    if zk:  # the embedded server died and its supervisor started it again
+        restarts = {"total": restarts["total"] + zk, "by_cause": {**restarts["by_cause"], "zookeeper": zk}}
     restarts["steps_lost"] = steps_lost(app.events_path, os.path.join(app.dir, "metrics.jsonl"))
     return {
         "app_id": result.app_id, "status": result.status, "mode": result.mode,

@@ -88,24 +88,80 @@ def assert_never_behind_checkpoint(files):
             saved = r["step"]
 
 
-def test_worker_tf_process_and_zookeeper_killed_training_continues(tmp_path):
-    """Neither fault restarts train: TF retries the lost worker's steps; ZooKeeper is restarted."""
-    run, files = start_job(tmp_path, "--arg", "steps=300")
+def app_zk(tmp_path):
+    """A ZooKeeper client on the running application's server (found like pl_submit status does)."""
+    (entry,) = [json.loads(p.read_text()) for p in (tmp_path / "running").glob("*.json")]
+    return entry["app_id"], connect(entry["zk"])
+
+
+def session_of(client, app_id, node):
+    stat = client.exists(f"/elearn/{app_id}/{node.replace(':', '/')}")
+    return stat.ephemeralOwner if stat else None
+
+
+def events_of(app_dir):
+    return lines(os.path.join(app_dir, "events.jsonl"))
+
+
+def test_worker_tf_process_zookeeper_and_a_lost_session_recover_without_restarting_train(tmp_path):
+    """None of these restarts train: the worker's daemon restarts its TF process in place (TF
+    retries the lost steps); the embedded ZooKeeper is restarted; a daemon frozen past its session
+    timeout re-registers with a new session once it runs again."""
+    stop = tmp_path / "stop"
+    run, files = start_job(tmp_path, "--arg", "steps=100000", "--arg", f"stop={stop}")
     wait_for(lambda: any(s >= 60 for s in steps(files)), 300, "training to progress")
-    pid = wait_for(lambda: find_tf_node(run.tag, "worker", 0), 30, "worker 0's TF process")
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: any(s >= 120 for s in steps(files)), 300, "training to go on")
-    zk = wait_for(lambda: [p for p in tagged_pids(run.tag) if "ZooKeeperServerMain" in cmdline(p)],
-                  30, "the ZooKeeper JVM")
-    os.kill(zk[0], signal.SIGKILL)
+    app_id, client = app_zk(tmp_path)
+    app_dir = os.path.join(tmp_path, "apps", app_id)
+    try:
+        # 1. A worker's TF process: restarted in place at the same address.
+        pid = wait_for(lambda: find_tf_node(run.tag, "worker", 0), 30, "worker 0's TF process")
+        os.kill(pid, signal.SIGKILL)
+        restarted = wait_for(lambda: find_tf_node(run.tag, "worker", 0) not in (None, pid)
+                             and json.loads(client.get(f"/elearn/{app_id}/worker/0")[0])
+                             .get("restarts") == 1, 60, "worker 0 restarted in place")
+        assert restarted
+        mark = max(steps(files))
+        wait_for(lambda: max(steps(files)) >= mark + 40, 120, "training to go on")
+        # 2. The embedded ZooKeeper JVM: restarted on the same port and data.
+        zk = wait_for(lambda: [p for p in tagged_pids(run.tag) if "ZooKeeperServerMain" in cmdline(p)],
+                      30, "the ZooKeeper JVM")
+        os.kill(zk[0], signal.SIGKILL)
+        wait_for(lambda: any(e["event"] == "zookeeper_restart" for e in events_of(app_dir)), 60,
+                 "ZooKeeper to be restarted")
+        client.stop()
+        _, client = app_zk(tmp_path)
+        # 3. Worker 1's daemon frozen longer than its 15 s session: the server expires the session
+        # and drops the node's ephemeral znode; thawed, the daemon registers again.
+        session = wait_for(lambda: session_of(client, app_id, "worker:1"), 60, "worker 1's znode")
+        daemon = parent_of(wait_for(lambda: find_tf_node(run.tag, "worker", 1), 30, "worker 1's TF"))
+        os.kill(daemon, signal.SIGSTOP)
+        try:
+            wait_for(lambda: session_of(client, app_id, "worker:1") is None, 60, "the session to expire")
+        finally:
+            os.kill(daemon, signal.SIGCONT)
+        again = wait_for(lambda: session_of(client, app_id, "worker:1"), 60, "worker 1 to re-register")
+        assert again != session
+        mark = max(steps(files))
+        wait_for(lambda: max(steps(files)) >= mark + 40, 120, "training to go on")
+    finally:
+        client.stop()
+        stop.touch()
     finish(run, timeout=300)
     assert run.returncode == 0, run.output[-4000:]
-    assert "embedded ZooKeeper died and was restarted" in run.stdout
     assert len(starts(files)) == 1  # ParameterServerStrategy carried on: train never restarted
+    assert "worker:0's TF process died (exit code -9); its daemon restarted it in place" in run.stdout
+    assert "embedded ZooKeeper died and was restarted" in run.stdout
+    assert "worker:1 left ZooKeeper" in run.stdout and "worker:1 registered again" in run.stdout
+    kinds = [e["event"] for e in events_of(app_dir)]
+    assert {"restart", "zookeeper_restart", "session_lost", "reregistered"} <= set(kinds), kinds
+    assert all("time" in e for e in events_of(app_dir))
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        restarts = json.load(f)["restarts"]
+    assert restarts["by_cause"] == {"worker:0 in place": 1, "zookeeper": 1}, restarts
+    assert restarts["total"] == 2
     assert_learned(files)
     assert_no_orphans(run.tag)
     # The custom loop's tf.Module was exported and predicts in plain TensorFlow.
-    (app_dir,) = run.app_dirs()
     code = (f"import tensorflow as tf\nm = tf.saved_model.load({os.path.join(app_dir, 'model')!r})\n"
             "print('Y', float(m(tf.constant([[1.0, 1.0, 1.0, 1.0]]))[0]))\n")
     check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -192,23 +248,34 @@ def test_node_that_keeps_crashing_exhausts_restarts_with_its_log(tmp_path):
 def test_other_credentials_cannot_delete_an_applications_znodes(tmp_path):
     from kazoo.exceptions import NoAuthError
 
-    from elearn.registry import AppRegistry, app_credentials
+    from elearn.mpi.restarts import GroupRestarts
+    from elearn.registry import AppRegistry, acl_for, app_credentials
 
     with EmbeddedZooKeeper(str(tmp_path / "zk")) as zk:
         auth, acl = app_credentials(str(tmp_path / "secret-a"))
         owner = connect(zk.hosts, auth_data=auth)
         AppRegistry(owner, "app-a", acl=acl).create()
-        AppRegistry(owner, "app-a", acl=acl).register("ps", 0, {"host": "h", "port": 1})
+        # A node registers the way a daemon does: its own session, the shipped credentials.
+        node = connect(zk.hosts, auth_data=auth)
+        AppRegistry(node, "app-a", acl=acl_for(auth)).register("ps", 0, {"host": "h", "port": 1})
+        GroupRestarts(node, "app-a", acl=acl_for(auth)).request(0, 1, "worker 1 killed by SIGKILL")
         other_auth, _ = app_credentials(str(tmp_path / "secret-b"))
         intruder = connect(zk.hosts, auth_data=other_auth)
         try:
-            with pytest.raises(NoAuthError):
-                intruder.delete("/elearn/app-a/ps/0")
+            for path in ("/elearn/app-a/ps/0", "/elearn/app-a/allreduce/restart-0"):
+                with pytest.raises(NoAuthError):
+                    intruder.delete(path)
+                with pytest.raises(NoAuthError):
+                    intruder.set(path, b"{}")
             with pytest.raises(NoAuthError):
                 intruder.delete("/elearn/app-a", recursive=True)
             with pytest.raises(NoAuthError):
                 intruder.set("/elearn/app-a/state", b"{}")
-            assert owner.exists("/elearn/app-a/ps/0")
+            with pytest.raises(NoAuthError):  # no one else can end (or fake) an allreduce attempt
+                GroupRestarts(intruder, "app-a").request(1, 0, "forged")
+            assert json.loads(intruder.get("/elearn/app-a/ps/0")[0]) == {"host": "h", "port": 1}
+            assert GroupRestarts(intruder, "app-a").all()[0]["reason"] == "worker 1 killed by SIGKILL"
+            node.stop()
             AppRegistry(owner, "app-a", acl=acl).delete()
             assert not owner.exists("/elearn/app-a")
         finally:

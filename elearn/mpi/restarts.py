@@ -33,16 +33,17 @@ def describe_exit(code: int | None) -> str:
 class GroupRestarts:
     """The restart requests of one application's allreduce group."""
 
-    def __init__(self, client, app_id: str):
+    def __init__(self, client, app_id: str, acl=None):
         self.client = client
         self.base = f"/elearn/{app_id}/allreduce"
+        self.acl = acl  # the application's (elearn.registry.acl_for): no one else may end an attempt
 
     def request(self, attempt: int, index: int, reason: str, final: bool = False) -> bool:
         """Ask every task to end ``attempt`` (``final``: and not to start another); False when
         another task asked first."""
         data = json.dumps({"attempt": attempt, "worker": index, "reason": reason, "final": final}).encode()
         try:
-            self.client.create(f"{self.base}/restart-{attempt}", data, makepath=True)
+            self.client.create(f"{self.base}/restart-{attempt}", data, acl=self.acl, makepath=True)
             return True
         except NodeExistsError:
             return False

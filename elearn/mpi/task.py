@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from elearn.mpi.restarts import EXIT_NOT_RETRYABLE, GroupRestarts, describe_exit, may_restart
 from elearn.procs import free_port, popen_child, stop_process
-from elearn.registry import AppRegistry
+from elearn.registry import AppRegistry, acl_for
 from elearn.runtime.daemon import FINAL_STATES, child_env, tail
 from elearn.runtime.hosts import advertise_host
 from elearn.runtime.partition import spool_partition
@@ -62,8 +62,8 @@ class GroupMember:
     def _connect(self) -> None:
         auth = [tuple(a) for a in self.app.get("zk_auth") or []] or None
         self.client = connect(self.app["zk"], timeout=self.app.get("zk_timeout", 15), auth_data=auth)
-        self.reg = AppRegistry(self.client, self.app["app_id"])
-        self.restarts = GroupRestarts(self.client, self.app["app_id"])
+        self.reg = AppRegistry(self.client, self.app["app_id"], acl=acl_for(auth))
+        self.restarts = GroupRestarts(self.client, self.app["app_id"], acl=acl_for(auth))
         self.host = advertise_host(self.app.get("loopback", False))
 
     def _announce(self, state: str, **more) -> None:
@@ -169,8 +169,12 @@ class GroupMember:
                                               "options (not retried: it would fail the same way)")
                         self.restarts.request(attempt, self.index, outcome["reason"], final=True)
                     else:
-                        outcome["reason"] = f"worker {self.index} {describe_exit(code)}"
                         outcome["error"] = self._last_error(files["error"])
+                        other = self._peer_failure(attempt) if code > 0 else None
+                        if other is not None:  # this error is the echo of a peer's death
+                            outcome.update(reason=f"stopped: {other['reason']}", stopped=True)
+                            return outcome
+                        outcome["reason"] = f"worker {self.index} {describe_exit(code)}"
                         self.restarts.request(attempt, self.index, outcome["reason"])
                     return outcome
                 other = self.restarts.requested(attempt)
@@ -196,6 +200,19 @@ class GroupMember:
             stop_process(child, grace=5)
             for k in ("result", "heartbeat"):
                 _remove(files[k])
+
+    def _peer_failure(self, attempt: int, wait: float = 2.0) -> dict | None:
+        """Another worker's request to end ``attempt``, waited for a moment.
+
+        When a peer dies, the collective fails in every other worker too, and a survivor's process
+        can exit (with an error) before the dead one's task has noticed; the peer's death is the
+        cause worth naming, and its task files it within a poll interval."""
+        deadline = time.monotonic() + wait
+        while True:
+            other = self.restarts.requested(attempt)
+            if other is not None or time.monotonic() > deadline:
+                return other
+            time.sleep(0.1)
 
     def _last_error(self, error_file: str) -> str:
         if os.path.exists(error_file):

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
 
+from collections import Counter
 from dataclasses import asdict
 
 from elearn.errors import ClusterError, UserCodeError
@@ -248,43 +250,84 @@ class CoordinatorProcess:
         stop_process(self.proc, grace=3)
 
 
-def _topology_watch(app, cluster: dict):
-    """A function naming a node whose TF server can no longer serve the published spec, or None."""
-    reg, spec = app.registry, cluster["spec"]
-    restarts = {(r, i): n.get("restarts", 0) for r in ("ps", "worker") for i, n in cluster[r].items()}
+class TopologyWatch:
+    """Called while ``train`` runs: names a node whose TF server can no longer serve the published
+    spec (the attempt must end), or None. Also says and records what recovers by itself: a
+    worker's TF process restarted in place by its daemon, a node whose ZooKeeper session was lost
+    and came back."""
 
-    def problem():
-        app.check_killed()
+    def __init__(self, app, cluster: dict, in_place: Counter):
+        self.app, self.spec, self.in_place = app, cluster["spec"], in_place
+        self.restarts = {(r, i): n.get("restarts", 0) for r in ("ps", "worker") for i, n in cluster[r].items()}
+        self.absent: set = set()
+
+    def __call__(self):
+        self.app.check_killed()
         try:
             for role in ("ps", "worker"):
-                nodes = reg.nodes(role)
-                for i, address in enumerate(spec[role]):
-                    node = nodes.get(i)
-                    if node is None:
-                        continue  # a lost session re-registers; a dead daemon's rerun shows below
-                    if f"{node.get('host')}:{node.get('port')}" != address:
-                        return f"{role}:{i} came back at a new address (its Spark task was rerun)"
-                    if node.get("state") == "failed":
-                        return f"{role}:{i} failed"
-                    if role == "ps" and node.get("restarts", 0) > restarts.get((role, i), 0):
-                        return f"{role}:{i} TF process died and was restarted"
+                nodes = self.app.registry.nodes(role)
+                for i, address in enumerate(self.spec[role]):
+                    problem = self._check(role, i, address, nodes.get(i))
+                    if problem:
+                        return problem
         except Exception:
             return None  # ZooKeeper unreachable for a moment: training does not depend on it
         return None
 
-    return problem
+    def _check(self, role: str, i: int, address: str, node: dict | None) -> str | None:
+        name, app = f"{role}:{i}", self.app
+        if node is None:  # a lost session re-registers; a dead daemon's rerun shows as a new address
+            if name not in self.absent:
+                self.absent.add(name)
+                app.event("session_lost", node=name)
+                app.console.say(f"{name} left ZooKeeper (session lost or its task died); waiting for it")
+            return None
+        if name in self.absent:
+            self.absent.discard(name)
+            app.event("reregistered", node=name)
+            app.console.say(f"{name} registered again")
+        if f"{node.get('host')}:{node.get('port')}" != address:
+            return f"{name} came back at a new address (its Spark task was rerun)"
+        if node.get("state") == "failed":
+            return f"{name} failed"
+        restarts = node.get("restarts", 0)
+        if restarts > self.restarts.get((role, i), 0):
+            if role == "ps":
+                return f"{name} TF process died and was restarted"
+            # ParameterServerStrategy retries the lost worker's steps elsewhere: train goes on.
+            self.in_place[f"{name} in place"] += restarts - self.restarts.get((role, i), 0)
+            self.restarts[(role, i)] = restarts
+            app.event("restart", cause=f"{name} in place", in_place=True, exit_code=node.get("exit_code"))
+            app.console.say(f"{name}'s TF process died (exit code {node.get('exit_code')}); its daemon "
+                            "restarted it in place and training goes on")
+        return None
 
 
-def _cause_of(outcome: dict, app, cluster: dict) -> str:
+def _cause_of(outcome: dict, app, cluster: dict, wait: float = 5.0) -> str:
+    """Why the attempt ended. A PS loss often reaches the coordinator before the PS's daemon has
+    noticed its child died: give the daemons a moment to say so."""
     cause = outcome.get("error", "unknown")
-    for role in ("ps", "worker"):
-        for i, node in app.registry.nodes(role).items():
-            before = cluster[role].get(i, {})
-            if node.get("restarts", 0) > before.get("restarts", 0) and role == "ps":
-                return f"{role}:{i} lost"
     if "came back at a new address" in cause:
         return cause.split(" came back")[0] + " rerun by Spark"
-    return "coordinator: " + cause.splitlines()[0][:200]
+
+    def lost_ps():
+        for i, node in app.registry.nodes("ps").items():
+            if node.get("restarts", 0) > cluster["ps"].get(i, {}).get("restarts", 0) \
+                    or node.get("state") in ("restarting", "failed"):
+                return f"ps:{i} lost"
+        return None
+
+    try:
+        found = wait_until(lost_ps, wait, interval=0.2)
+    except Exception:  # no PS lost (TimeoutError), or ZooKeeper unreachable: the coordinator's
+        found = None   # own error is the cause
+    return found or "coordinator: " + cause.splitlines()[0][:200]
+
+
+def _cause_key(cause: str) -> str:
+    """``"ps:0 lost"`` -> ``"ps:0"``; anything not naming a node -> ``"coordinator"``."""
+    first = cause.split(" ")[0]
+    return first if re.fullmatch(r"(ps|worker):\d+", first) else "coordinator"
 
 
 def run_ps(app, job, frame, plan) -> dict:
@@ -310,12 +353,13 @@ def run_ps(app, job, frame, plan) -> dict:
                                  for n, f in feeds.items()}}
         policy = RestartPolicy(opts.max_restarts)
         app.restart_policy = policy
+        in_place: Counter = Counter()  # workers' TF processes restarted by their daemons
         attempt = 0
         while True:
             coordinator.configure({**base_config, "spec": cluster["spec"]})
             if attempt == 0:
                 app.console.say("training: train(ctx) runs in the coordinator (TF chief)")
-            outcome = coordinator.supervise(_topology_watch(app, cluster))
+            outcome = coordinator.supervise(TopologyWatch(app, cluster, in_place))
             if outcome["status"] == "ok":
                 break
             failed = _failed_nodes(app.registry)
@@ -325,7 +369,7 @@ def run_ps(app, job, frame, plan) -> dict:
                 raise UserCodeError(f"train raised {outcome.get('error')}",
                                     details=outcome.get("traceback"))
             cause = _cause_of(outcome, app, cluster)
-            delay = policy.next_delay(cause.split(" ")[0] if ":" in cause.split(" ")[0] else "coordinator")
+            delay = policy.next_delay(_cause_key(cause))
             app.event("failure", cause=cause, attempt=attempt, error=outcome.get("error"))
             if delay is None:
                 node = cause.split(" ")[0]
@@ -350,7 +394,8 @@ def run_ps(app, job, frame, plan) -> dict:
             app.console.say(f"model exported to {path} (load with tf.saved_model.load)")
         return {"model_dir": path, "rows": {n: f.total_rows for n, f in feeds.items()},
                 "per_worker_rows": {n: list(f.rows) for n, f in feeds.items()},
-                "restarts": policy.restarts, "restart_causes": dict(policy.causes)}
+                "restarts": policy.restarts + sum(in_place.values()),
+                "restart_causes": dict(policy.causes + in_place)}
     finally:
         coordinator.stop()
 

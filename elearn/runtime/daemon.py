@@ -22,7 +22,7 @@ from kazoo.protocol.states import KazooState
 from elearn.errors import ClusterError
 from elearn.mpi.restarts import describe_exit
 from elearn.procs import free_port, popen_child, stop_process
-from elearn.registry import AppRegistry, wait_until
+from elearn.registry import AppRegistry, acl_for, wait_until
 from elearn.resources_profile import task_gpu_env
 from elearn.runtime.hosts import advertise_host
 from elearn.sparkjob import quoted
@@ -115,10 +115,10 @@ class NodeDaemon:
     def connect(self) -> None:
         """Join ZooKeeper and say this node exists (state ``spooling`` while a worker feeds)."""
         self.started = time.time()
-        self.client = connect(self.app["zk"], timeout=self.app.get("zk_timeout", 15),
-                              auth_data=[tuple(a) for a in self.app.get("zk_auth") or []] or None)
+        auth = [tuple(a) for a in self.app.get("zk_auth") or []] or None
+        self.client = connect(self.app["zk"], timeout=self.app.get("zk_timeout", 15), auth_data=auth)
         self.client.add_listener(self._on_zk_state)
-        self.reg = AppRegistry(self.client, self.app["app_id"])
+        self.reg = AppRegistry(self.client, self.app["app_id"], acl=acl_for(auth))
         self.host = advertise_host(self.app.get("loopback", False))
 
     def start_child(self) -> None:

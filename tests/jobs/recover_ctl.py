@@ -2,7 +2,7 @@
 
 Each round of args["round"] (20) steps appends {"step": ...} to args["progress"]; each (re)start of train appends
 {"start": step, "restored": path}. Training is paced by args["pause"] seconds per round so a test
-can inject a fault mid-training.
+can inject a fault mid-training, and ends early once the file args["stop"] exists.
 """
 import os
 import time
@@ -53,7 +53,7 @@ class RecoverLoop(SparkTFJob):
         total, pause = int(self.args.get("steps", 400)), float(self.args.get("pause", 0.5))
         rounds = int(self.args.get("round", 20))
         current = ckpt.step
-        while current < total:
+        while current < total and not os.path.exists(self.args.get("stop", "")):
             for _ in range(rounds):
                 ctx.coordinator.schedule(step, args=(iterator,))
             ctx.coordinator.join()
