@@ -22,15 +22,16 @@ def _read_signature(model_dir: str, signature: str):
 
     inputs: ``{name: (numpy dtype name, rank)}``; outputs: list of output keys.
     """
-    path = os.path.join(model_dir, "saved_model.pb")
-    if not os.path.isfile(path):
-        raise ElearnError(f"no SavedModel at {model_dir!r} (saved_model.pb missing): pass the "
-                          "directory train's model was exported to (SubmitResult.model_dir)")
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
+    # tf.io.gfile: the model may live on shared storage (hdfs://, gs://, s3://) as well as on disk.
+    path = _join(model_dir, "saved_model.pb")
+    if not tf.io.gfile.exists(path):
+        raise ElearnError(f"no SavedModel at {model_dir!r} (saved_model.pb missing): pass the "
+                          "directory train's model was exported to (SubmitResult.model_dir)")
     proto = saved_model_pb2.SavedModel()
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(path, "rb") as f:
         proto.ParseFromString(f.read())
     sigs = proto.meta_graphs[0].signature_def
     if signature not in sigs:
@@ -43,13 +44,18 @@ def _read_signature(model_dir: str, signature: str):
     return inputs, sorted(sig.outputs)
 
 
+def _join(model_dir: str, name: str) -> str:
+    return model_dir.rstrip("/") + "/" + name if "://" in model_dir else os.path.join(model_dir, name)
+
+
 def _load(model_dir: str, signature: str):
-    key = (model_dir, signature, os.path.getmtime(os.path.join(model_dir, "saved_model.pb")))
+    import tensorflow as tf
+
+    # A model exported again to the same place is loaded again.
+    key = (model_dir, signature, tf.io.gfile.stat(_join(model_dir, "saved_model.pb")).mtime_nsec)
     with _LOCK:
         fn = _LOADED.get(key)
         if fn is None:
-            import tensorflow as tf
-
             model = tf.saved_model.load(model_dir)
             fn = model.signatures[signature]
             fn._elearn_model = model    # keep the variables alive with the function

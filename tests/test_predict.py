@@ -67,6 +67,29 @@ def test_predict_matches_the_model_called_in_tensorflow(spark, fm):
     assert np.std(got) > 0.1        # the rows really differ
 
 
+def test_a_model_url_is_read_through_tf_io_and_loaded_once_per_python_worker(spark, fm):
+    """``file://`` goes through tf.io.gfile like hdfs:// or gs:// would; scoring twice more
+    loads nothing again in the Python workers that already hold the model."""
+    _, path = fm
+    url = "file://" + path
+    first = elearn.predict(frame(spark).repartition(3), url).collect()
+    second = elearn.predict(frame(spark, seed=1).repartition(3), url).collect()
+    assert len(first) == len(second) == 60
+
+    def loads(batches):  # in the Arrow Python workers that scored (Spark keeps them per UDF kind)
+        import pyarrow as pa
+
+        from elearn.predict import LOADS
+
+        for _ in batches:
+            pass
+        yield pa.RecordBatch.from_pydict({"pid": [os.getpid()], "loads": [LOADS["count"]]})
+
+    probe = spark.range(4, numPartitions=4).mapInArrow(loads, "pid long, loads long").collect()
+    seen = {r.pid: r.loads for r in probe}
+    assert set(seen.values()) <= {0, 1} and 1 in seen.values(), seen
+
+
 def test_missing_inputs_are_named_before_any_spark_job(spark, fm):
     _, path = fm
     df = frame(spark, 4).drop("genre_ids").withColumnRenamed("user_idx", "uid")
