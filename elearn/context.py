@@ -15,8 +15,9 @@ class TrainContext:
 
     Attributes:
         strategy: the ``tf.distribute`` strategy to build the model under (``ctx.strategy.scope()``).
-        mode: ``"ps"`` (ParameterServerStrategy, ``train`` runs on the driver as coordinator) or
-            ``"allreduce"`` (MultiWorkerMirroredStrategy, ``train`` runs in every worker).
+        mode: ``"ps"`` (ParameterServerStrategy, ``train`` runs in a coordinator process on the
+            driver host, TF's chief) or ``"allreduce"`` (MultiWorkerMirroredStrategy, ``train``
+            runs in every worker's TF process).
         task_type, task_index, is_chief: this process's place in the cluster.
         num_workers, num_ps: the cluster's size.
         checkpoint_dir, model_dir, log_dir: where checkpoints, the exported model and TensorBoard
