@@ -68,19 +68,53 @@ def dynamic_allocation(conf: dict) -> bool:
     return str(conf.get("spark.dynamicAllocation.enabled", "false")).lower() == "true"
 
 
-def profile_conf(opts, master: str, mode: str, conf: dict) -> dict:
+def profile_conf(opts, master: str, mode: str, conf: dict, say=None) -> dict:
     """Spark settings the requested shapes need, merged over ``conf`` (user settings win).
 
     PS mode runs two ordinary jobs, so executor-level profiles with dynamic allocation work.
-    Allreduce mode runs a barrier stage, which Spark refuses under dynamic allocation: there the
-    worker's profile carries only task cpus and GPUs.
+    Allreduce mode runs one barrier stage, which Spark refuses under dynamic allocation (and so
+    with executor-level profiles): there every executor serves workers, so the worker's shape is
+    the application's executor shape (``allreduce_conf``). ``say`` reports what was applied.
     """
-    if not profiles_requested(opts) or not supports_profiles(master) or mode != "ps":
+    if not profiles_requested(opts) or not supports_profiles(master):
+        if mode != "ps" and profiles_requested(opts) and say is not None:
+            say(f"--worker-cores/--worker-memory/--worker-gpus not applied: --master {master} runs "
+                "every task in this process")  # PS mode says so when it builds its profiles
         return dict(conf)
+    if mode != "ps":
+        return allreduce_conf(opts, master, conf, say)
     out = dict(conf)
     if "spark.dynamicAllocation.enabled" not in out:
         out["spark.dynamicAllocation.enabled"] = "true"
         out.setdefault("spark.dynamicAllocation.shuffleTracking.enabled", "true")
+    return out
+
+
+def allreduce_conf(opts, master: str, conf: dict, say=None) -> dict:
+    """``--worker-*`` as executor and task settings: one worker task per executor, with all its
+    cores (TF uses them) and its GPUs."""
+    worker = shapes(opts)["worker"]
+    wanted = {}
+    if worker.cores:
+        wanted["spark.executor.cores"] = wanted["spark.task.cpus"] = str(worker.cores)
+    if worker.memory:
+        wanted["spark.executor.memory"] = str(worker.memory)
+    if worker.gpus:
+        wanted["spark.executor.resource.gpu.amount"] = wanted["spark.task.resource.gpu.amount"] = \
+            str(worker.gpus)
+        wanted[DISCOVERY_CONF] = discovery_script(conf)
+        if master.startswith("k8s://"):
+            wanted.setdefault("spark.executor.resource.gpu.vendor", "nvidia.com")
+    m = re.match(r"local-cluster\[\s*\d+\s*,\s*(\d+)", master)
+    if m and worker.cores and worker.cores > int(m.group(1)):
+        raise ElearnError(f"--worker-cores {worker.cores}: --master {master} has executors of "
+                          f"{m.group(1)} cores, so a {worker.cores}-cpu task would never start")
+    out = {**wanted, **conf}
+    applied = {k: out[k] for k in wanted}
+    if say is not None and applied:
+        say("allreduce mode: worker shape applied to every executor ("
+            + ", ".join(f"{k}={v}" for k, v in applied.items() if k != DISCOVERY_CONF) + ")"
+            + ("; --ps-cores/--ps-memory have no PS to shape" if opts.ps_cores or opts.ps_memory else ""))
     return out
 
 
@@ -192,5 +226,5 @@ def task_gpu_env() -> dict:
     return gpu_env(ctx.resources())
 
 
-__all__ = ["NodeShape", "shapes", "build_profiles", "profile_conf", "cuda_visible_devices",
+__all__ = ["NodeShape", "shapes", "build_profiles", "profile_conf", "allreduce_conf", "cuda_visible_devices",
            "gpu_env", "task_gpu_env", "supports_profiles"]

@@ -71,7 +71,13 @@ def cluster_conf(opts, master: str, say=lambda msg: None) -> dict:
     from elearn.envpack import resolve_environment
     from elearn.resources_profile import profile_conf
 
-    conf = profile_conf(opts, master, opts.mode, opts.conf)
+    conf = profile_conf(opts, master, opts.mode, opts.conf, say)
+    if opts.mode == "allreduce":
+        # Spark re-checks a barrier stage's slots every 15 s, 40 times, before failing: keep
+        # that within --register-timeout, where elearn turns the failure into the arithmetic.
+        conf.setdefault("spark.scheduler.barrier.maxConcurrentTasksCheck.interval", "2s")
+        conf.setdefault("spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures",
+                        str(max(1, int(opts.register_timeout // 2))))
     env = resolve_environment(opts.archives, getattr(opts, "conda_env", None),
                               getattr(opts, "venv", None), master, say)
     if env is not None:

@@ -16,6 +16,7 @@ from elearn.job import SparkTFJob, load_job_class, parse_job_args
 from elearn.jvmcache import fresh_jvm_class_cache
 from elearn.tfimport import stderr_to
 from elearn.summary import build_summary, summary_lines, write_summary
+from elearn.resources_profile import profile_conf
 from elearn.session import build_session, check_slots, cluster_conf, default_master
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def submit(job, **options) -> SubmitResult:
                         f"logs and state in {app.dir}")
             master = opts.master or default_master(opts.ps + opts.workers, opts.max_restarts)
             app.master = master
-            check_slots(master, opts.ps, opts.workers, opts.conf)
+            check_slots(master, opts.ps, opts.workers,
+                        profile_conf(opts, master, opts.mode, opts.conf))  # spark.task.cpus counts
             spark_conf = cluster_conf(opts, master, console.say)
             # ZooKeeper's JVM and Spark's start side by side: both take seconds.
             with ThreadPoolExecutor(1, thread_name_prefix="elearn-zk") as pool:

@@ -95,6 +95,7 @@ def standalone(tmp_path):
         shutil.rmtree(cluster.work, ignore_errors=True)  # executors' unpacked environments
 
 
+@pytest.mark.timeout(1500)  # builds and ships a 2 GB environment, then runs two applications
 def test_ps_job_on_standalone_cluster_runs_tf_nodes_inside_shipped_venv(pl_submit, tmp_path,
                                                                         standalone):
     venv = build_runtime_venv(str(tmp_path / "runtime-venv"))
@@ -128,6 +129,15 @@ def test_ps_job_on_standalone_cluster_runs_tf_nodes_inside_shipped_venv(pl_submi
         while any(b"elearn.runtime.node" in _cmdline(p) for p in tagged_pids(standalone.tag)):
             assert time.monotonic() < deadline, "TF node processes outlived the application"
             time.sleep(0.5)
+        # Allreduce asks for more workers than the cluster's 3 cores: Spark's barrier check
+        # refuses the stage, and the error gives the slot arithmetic, within --register-timeout.
+        t0 = time.monotonic()
+        too_many = pl_submit(job("allreduce_nofeed.py"), "--workers", 4, "--master", standalone.url,
+                             "--register-timeout", 10, timeout=300)
+        assert too_many.returncode == 1
+        assert ("allreduce mode runs its 4 workers as one barrier stage, all at once, but the "
+                "cluster offered 3 task slots on 1 executor(s)") in too_many.stderr, too_many.output[-3000:]
+        assert time.monotonic() - t0 < 90
     finally:
         shutil.rmtree(venv, ignore_errors=True)
         shutil.rmtree(tmp_path / "envs", ignore_errors=True)

@@ -52,9 +52,46 @@ def test_dynamic_allocation_is_turned_on_only_where_profiles_apply():
     assert profile_conf(opts, "yarn", "ps", {"spark.dynamicAllocation.enabled": "false"}) == {
         "spark.dynamicAllocation.enabled": "false"}  # the user's choice wins
     assert profile_conf(opts, "local[4]", "ps", {}) == {}
-    # Barrier stages refuse dynamic allocation: allreduce keeps it off.
-    assert profile_conf(SubmitOptions(workers=2, worker_gpus=1), "yarn", "allreduce", {}) == {}
     assert profile_conf(SubmitOptions(ps=1), "yarn", "ps", {}) == {}
+
+
+def test_allreduce_shapes_every_executor_without_dynamic_allocation():
+    """A barrier stage refuses dynamic allocation and so executor-level profiles: the worker's
+    shape becomes the executors' and tasks' settings; the user's own --conf still wins."""
+    said = []
+    opts = SubmitOptions(workers=2, worker_cores=4, worker_memory="6g", worker_gpus=2, ps_memory="9g")
+    conf = profile_conf(opts, "k8s://https://api:6443", "allreduce", {"spark.executor.memory": "7g"},
+                        said.append)
+    assert "spark.dynamicAllocation.enabled" not in conf
+    assert conf["spark.executor.cores"] == conf["spark.task.cpus"] == "4"
+    assert conf["spark.executor.memory"] == "7g"  # --conf wins over --worker-memory
+    assert conf["spark.executor.resource.gpu.amount"] == conf["spark.task.resource.gpu.amount"] == "2"
+    assert conf["spark.executor.resource.gpu.vendor"] == "nvidia.com"
+    assert conf["spark.executor.resource.gpu.discoveryScript"].endswith("resources/gpus.sh")
+    assert os.access(conf["spark.executor.resource.gpu.discoveryScript"], os.X_OK)
+    (line,) = said
+    assert "spark.executor.cores=4" in line and "spark.executor.memory=7g" in line
+    assert "--ps-cores/--ps-memory have no PS to shape" in line
+    assert profile_conf(opts, "local[2]", "allreduce", {}) == {}  # local: not applied, said later
+    with pytest.raises(ElearnError, match="executors of 2 cores"):
+        profile_conf(SubmitOptions(workers=1, worker_cores=3), "local-cluster[2,2,1024]", "allreduce", {})
+
+
+def test_gpu_workers_get_executor_and_task_gpus_with_a_discovery_script():
+    """The worker profile's resources as built by pyspark (no GPU here: the requests are checked)."""
+    from pyspark import SparkConf  # a plain SparkConf and pyspark's builders need no JVM
+
+    conf = SparkConf(loadDefaults=False).setAll([("spark.dynamicAllocation.enabled", "true"),
+                                                 ("spark.executor.cores", "1")])
+    spark = SimpleNamespace(sparkContext=SimpleNamespace(getConf=lambda: conf))
+    opts = SubmitOptions(ps=1, workers=2, worker_cores=4, worker_gpus=2)
+    profiles = build_profiles(spark, opts, "k8s://https://api:6443")
+    assert profiles["ps"] is None
+    worker = profiles["worker"]
+    gpu = worker.executorResources["gpu"]
+    assert gpu.amount == 2 and gpu.vendor == "nvidia.com" and gpu.discoveryScript.endswith("gpus.sh")
+    assert worker.executorResources["cores"].amount == 4
+    assert worker.taskResources["gpu"].amount == 2 and worker.taskResources["cpus"].amount == 4
 
 
 def test_local_mode_says_once_that_profiles_are_not_applied():

@@ -84,11 +84,17 @@ def _watch(app, stage: SparkJobThread) -> list:
             say(f"workers registered {n}/{opts.workers}")
         return n >= opts.workers
 
-    wait_for_nodes(app, "allreduce", registered, opts.register_timeout, on_timeout=lambda: ClusterError(
-        f"only {len(reg.nodes('worker'))} of {opts.workers} allreduce workers started within "
-        f"{opts.register_timeout:.0f}s. A barrier stage needs all {opts.workers} tasks running at "
-        "once: check that the cluster has that many free task slots (executors x cores / "
-        "spark.task.cpus), or raise --register-timeout."))
+    def too_slow():
+        slots = _cluster_slots(app)
+        if slots is not None and slots < opts.workers:
+            return _too_few_slots(app)
+        return ClusterError(
+            f"only {len(reg.nodes('worker'))} of {opts.workers} allreduce workers started within "
+            f"{opts.register_timeout:.0f}s. A barrier stage needs all {opts.workers} tasks running "
+            "at once: check that the cluster has that many free task slots (executors x cores / "
+            "spark.task.cpus), or raise --register-timeout.")
+
+    wait_for_nodes(app, "allreduce", registered, opts.register_timeout, on_timeout=too_slow)
     app.mark("register")
 
     def finished():
@@ -112,8 +118,37 @@ def _watch(app, stage: SparkJobThread) -> list:
 
     wait_until(finished, 3600 * 24 * 365, interval=0.5)
     if stage.error is not None:
+        if "SPARK-24819" in str(stage.error):  # Spark's barrier slot check gave up
+            raise _too_few_slots(app) from stage.error
         raise ClusterError(f"the allreduce Spark job failed: {spark_error_message(stage.error)}") from stage.error
     return sorted(stage.result or [], key=lambda s: s["index"])
+
+
+def _cluster_slots(app) -> int | None:
+    """Task slots of the default profile on the executors registered now (None if unknown)."""
+    try:
+        jsc = app.spark.sparkContext._jsc.sc()
+        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+    except Exception:  # an explanation, not the error
+        return None
+
+
+def _too_few_slots(app) -> ClusterError:
+    """The barrier stage cannot start: say so with the numbers a user can act on."""
+    sc, workers = app.spark.sparkContext, app.opts.workers
+    slots = _cluster_slots(app)
+    try:
+        executors = max(0, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)  # minus the driver
+        offered = f"{slots} task slots on {executors} executor(s)" if slots is not None else "fewer task slots"
+    except Exception:
+        offered = "fewer task slots"
+    cpus = sc.getConf().get("spark.task.cpus", "1")
+    return ClusterError(
+        f"too few Spark slots: allreduce mode runs its {workers} workers as one barrier stage, all "
+        f"at once, but the cluster offered {offered} (executor cores / spark.task.cpus {cpus}) "
+        f"for {app.opts.register_timeout:.0f}s (--register-timeout). Give it at least {workers} "
+        "slots (--conf spark.executor.instances, spark.executor.cores, or spark.cores.max on a "
+        "standalone cluster), or ask for fewer --workers.")
 
 
 def _show_metrics(path: str, offset: int, say) -> int:
