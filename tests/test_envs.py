@@ -141,3 +141,23 @@ def test_conda_pack_path_as_far_as_it_runs_here(tmp_path, monkeypatch):
     assert check_archive(first.archive).kind == "conda-pack"  # bin/conda-unpack inside
     again = pack_conda(str(prefix), str(tmp_path / "cache"))
     assert not again.packed and again.archive == first.archive
+
+
+def test_environment_definitions_pin_every_runtime_dependency_within_the_projects_ranges():
+    """envs/ is what users build cluster environments from: it must not drift from pyproject."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        wanted = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
+    text = open(os.path.join(root, "envs", "requirements.txt")).read()
+    venv_pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", text, re.M))
+    conda = open(os.path.join(root, "envs", "environment.yml")).read()
+    conda_pins = dict(re.findall(r"^\s+- ([A-Za-z0-9_.-]+)==?([0-9][^\s#]*)", conda, re.M))
+    for req in wanted:
+        for where, pins in (("requirements.txt", venv_pins), ("environment.yml", conda_pins)):
+            assert req.name in pins, f"{req.name} is not pinned in envs/{where}"
+            assert req.specifier.contains(pins[req.name]), (where, req, pins[req.name])
