@@ -3,7 +3,9 @@
     python bench/recovery.py [--runs 3]
 
 Runs tests/jobs/recover_ctl.py (--ps 1 --workers 2, one step per progress record) and kills the
-worker's or the PS's TF process once training is under way and a checkpoint exists.
+worker's or the PS's TF process once training is under way and a checkpoint exists. For a worker
+kill training does not stop (the other worker takes the steps), so the time until the killed
+worker's TF server is back in the cluster (its znode says restarted and running) is shown too.
 """
 import argparse
 import json
@@ -44,7 +46,24 @@ def tf_node(tag, role):
     return None
 
 
-def one_run(role: str, tmp: str) -> float:
+def worker_back(tmp: str, restarts: int = 1) -> bool:
+    """Whether worker 0's daemon has restarted its TF process and it serves again."""
+    from elearn.zookeeper import connect
+
+    entries = [os.path.join(tmp, "running", n) for n in os.listdir(os.path.join(tmp, "running"))]
+    with open(entries[0]) as f:
+        entry = json.load(f)
+    client = connect(entry["zk"])
+    try:
+        node = json.loads(client.get(f"/elearn/{entry['app_id']}/worker/0")[0])
+    except Exception:
+        return False
+    finally:
+        client.stop()
+    return node.get("restarts", 0) >= restarts and node.get("state") == "running"
+
+
+def one_run(role: str, tmp: str) -> tuple[float, float | None]:
     progress = os.path.join(tmp, "progress.jsonl")
     tag = uuid.uuid4().hex
     env = {**os.environ, "ELEARN_HOME": tmp, "ELEARN_TEST_TAG": tag,
@@ -63,13 +82,17 @@ def one_run(role: str, tmp: str) -> float:
         pid = tf_node(tag, role)
         killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
-        while True:
+        step_after = back_after = None
+        while step_after is None or (role == "worker" and back_after is None):
             after = [r for r in records(progress) if "step" in r and r["time"] > killed_at]
-            if after:
-                return after[0]["time"] - killed_at
+            if after and step_after is None:
+                step_after = after[0]["time"] - killed_at
+            if role == "worker" and back_after is None and worker_back(tmp):
+                back_after = time.time() - killed_at
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"no step after the kill: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.1)
+        return step_after, back_after
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -84,17 +107,26 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    results = {}
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    results, back = {}, []
     for role in TARGETS:
         results[role] = []
         for i in range(args.runs):
             with tempfile.TemporaryDirectory() as tmp:
-                results[role].append(one_run(role, tmp))
-            print(f"{role} kill, run {i + 1}: {results[role][-1]:.1f}s to the next step", flush=True)
+                step, again = one_run(role, tmp)
+            results[role].append(step)
+            if again is not None:
+                back.append(again)
+            print(f"{role} kill, run {i + 1}: {step:.1f}s to the next step"
+                  + (f", {again:.1f}s until its TF server was back" if again is not None else ""), flush=True)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(f"\n{'kill':<8} {'median s':>9} {'target s':>9} {'median/target':>14}")
     for role, target in TARGETS.items():
         med = statistics.median(results[role])
         print(f"{role:<8} {med:>9.1f} {target:>9.1f} {med / target:>14.2f}")
+    if back:
+        print(f"worker TF server back in the cluster: median {statistics.median(back):.1f}s "
+              f"({', '.join(f'{b:.1f}' for b in back)})")
 
 
 if __name__ == "__main__":

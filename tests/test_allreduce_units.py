@@ -83,7 +83,9 @@ def test_horovod_runtime_is_refused_at_once_with_what_to_install():
     from elearn.errors import ElearnError
 
     with pytest.raises(ElearnError, match=r"--runtime horovod needs Horovod built against this "
-                       r"TensorFlow.*HOROVOD_WITH_TENSORFLOW=1 pip install --no-build-isolation horovod"):
+                       r"TensorFlow.*does not compile against TensorFlow 2.21.*"
+                       r"HOROVOD_WITH_TENSORFLOW=1 pip install --no-build-isolation horovod.*"
+                       r"leave out --runtime"):
         elearn.submit(elearn.SparkTFJob, runtime="horovod", workers=2)
 
 

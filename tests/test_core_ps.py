@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,8 +39,11 @@ def test_fit_learns_true_weights_exports_and_cleans_up(pl_submit, tmp_path, exte
     # What the user saw, phase by phase (plain lines: stdout is not a terminal here).
     for phase in ("ZooKeeper: external ensemble", "nodes registered 3/3", "fed worker:0",
                   "cluster up: 1 ps, 2 workers", "training:", ": loss=",
-                  "model exported to", "summary: succeeded", "phases: start"):
+                  "model exported to", "teardown: stopping the TF nodes", "teardown done in",
+                  "summary: succeeded", "phases: start"):
         assert phase in run.stdout, (phase, run.stdout[-3000:])
+    (fed,) = [ln for ln in run.stdout.splitlines() if "] fed worker:0" in ln]
+    assert re.search(r"fed worker:0 [\d,]+ rows, [\d.]+ MB in [\d.]+s \([\d,]+ rows/s\)", fed), fed
     (app_dir,) = run.app_dirs()
     with open(os.path.join(app_dir, "summary.json")) as f:
         summary = json.load(f)

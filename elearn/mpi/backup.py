@@ -30,10 +30,24 @@ def mirror_chief(chief_dir: str, mine: str) -> None:
 
 def backup_callback(ctx, keras, save_freq="epoch"):
     chief_dir = os.path.join(ctx.chief_checkpoint_dir or ctx.checkpoint_dir, BACKUP)
-    if _is_tf_keras(keras):
-        return keras.callbacks.BackupAndRestore(backup_dir=chief_dir, save_freq=save_freq)
-    if ctx.is_chief:
-        return keras.callbacks.BackupAndRestore(backup_dir=chief_dir, save_freq=save_freq)
+    if _is_tf_keras(keras) or ctx.is_chief:
+        return _reporting(keras, ctx, chief_dir, save_freq)
     mine = os.path.join(ctx.checkpoint_dir, BACKUP)
     mirror_chief(chief_dir, mine)
-    return keras.callbacks.BackupAndRestore(backup_dir=mine, save_freq=save_freq)
+    return _reporting(keras, ctx, mine, save_freq)
+
+
+def _reporting(keras, ctx, backup_dir: str, save_freq):
+    """``BackupAndRestore`` that records where a resumed ``fit`` starts (a ``restore`` event, for
+    the summary's steps lost): the first epoch it begins, when that is not the first."""
+
+    class Backup(keras.callbacks.BackupAndRestore):
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            if not getattr(self, "_elearn_started", False):
+                self._elearn_started = True
+                if epoch > 0 and ctx.events is not None:
+                    steps = (self.params or {}).get("steps") or 0
+                    ctx.events("restore", step=epoch * steps, epoch=epoch, path=backup_dir)
+
+    return Backup(backup_dir=backup_dir, save_freq=save_freq)
