@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 from collections import Counter
@@ -202,6 +203,19 @@ def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
             **{r: reg.nodes(r) for r in ("ps", "worker")}}
 
 
+def relay_output(pipe, log_path: str) -> None:
+    """Copy a child's output, line by line, to ``log_path`` and to the current ``sys.stdout``."""
+    with pipe, open(log_path, "ab") as log_file:
+        for line in iter(pipe.readline, b""):
+            log_file.write(line)
+            log_file.flush()
+            try:
+                sys.stdout.write(line.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            except (OSError, ValueError):  # the driver's stdout is gone: the log still has it
+                pass
+
+
 class CoordinatorProcess:
     """One attempt of ``train``: a child process started early, configured once the cluster is up."""
 
@@ -219,8 +233,15 @@ class CoordinatorProcess:
         if not app.opts.tf_log:
             env["TF_CPP_MIN_LOG_LEVEL"] = "3"
             env["ELEARN_TF_IMPORT_LOG"] = os.path.join(base, "tf-import.log")
-        self.proc = popen_child([sys.executable, "-m", "elearn.ps.coordinator", self.config_path],
-                                stdin=subprocess.PIPE, env=env)
+        # train's output (its prints, ctx.report lines) goes through this process's sys.stdout, so
+        # that it shows wherever the driver's output shows: a terminal, a log, a notebook cell.
+        self.log_path = os.path.join(base, f"attempt-{attempt}.log")
+        self.proc = popen_child([sys.executable, "-u", "-m", "elearn.ps.coordinator", self.config_path],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env)
+        self._relay = threading.Thread(target=relay_output, args=(self.proc.stdout, self.log_path),
+                                       name=f"elearn-coordinator-{attempt}-output", daemon=True)
+        self._relay.start()
 
     def configure(self, config: dict) -> None:
         config = {**config, "attempt": self.attempt, "result": self.result_path}
@@ -248,6 +269,7 @@ class CoordinatorProcess:
 
     def stop(self) -> None:
         stop_process(self.proc, grace=3)
+        self._relay.join(5)  # the last lines train printed come before the summary
 
 
 class TopologyWatch:
