@@ -86,7 +86,7 @@ class Application:
             zk = f"{host}:{self.zk.port}"
         return {"zk": zk, "zk_auth": self.zk_auth, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
                 "register_timeout": self.opts.register_timeout, "max_restarts": self.opts.max_restarts,
-                "feed_timeout": self.opts.feed_timeout,
+                "feed_timeout": self.opts.feed_timeout, "heartbeat_timeout": self.opts.heartbeat_timeout,
                 "tf_log": self.opts.tf_log}
 
     def check_killed(self) -> None:

@@ -33,6 +33,7 @@ class SubmitOptions:
     worker_memory: str | None = None
     worker_gpus: int | None = None
     max_restarts: int = 3
+    heartbeat_timeout: float = 120.0
     runtime: str = "tf"
     fill: dict = field(default_factory=dict)
     archives: str | None = None
@@ -55,6 +56,8 @@ class SubmitOptions:
             raise ElearnError("--register-timeout must be positive")
         if self.max_restarts < 0:
             raise ElearnError("--max-restarts must be 0 or more")
+        if not self.heartbeat_timeout > 0:
+            raise ElearnError("--heartbeat-timeout must be positive (seconds)")
         if self.runtime not in ("tf", "horovod"):
             raise ElearnError(f"--runtime {self.runtime!r}: use tf (MultiWorkerMirroredStrategy) or horovod")
         if self.runtime == "horovod" and self.ps:

@@ -17,7 +17,8 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
         zk: str | None = None, app_name: str | None = None, checkpoint_dir: str | None = None,
         model_dir: str | None = None, work_dir: str | None = None, conf=None, arg=None,
         job_class: str | None = None, register_timeout: float = 120.0,
-        feed_timeout: float = 3600.0, max_restarts: int = 3, runtime: str = "tf", fill=None,
+        feed_timeout: float = 3600.0, max_restarts: int = 3, heartbeat_timeout: float = 120.0,
+        runtime: str = "tf", fill=None,
         ps_cores: int | None = None, ps_memory: str | None = None, worker_cores: int | None = None,
         worker_memory: str | None = None, worker_gpus: int | None = None,
         archives: str | None = None, conda_env: str | None = None, venv: str | None = None,
@@ -44,6 +45,8 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
       register_timeout: Seconds to wait for every node to register before failing.
       feed_timeout: Seconds to wait for the workers to spool the DataFrame.
       max_restarts: Restarts of a failed node (PS mode) or of the group (allreduce mode).
+      heartbeat_timeout: Allreduce mode: seconds without a heartbeat from a worker's TF process
+        (frozen, or stuck holding Python's lock) before the group is restarted.
       runtime: Allreduce mode's runtime: tf (MultiWorkerMirroredStrategy) or horovod.
       fill: COLUMN=VALUE used for nulls in that column of every fed dataset. Repeatable.
       ps_cores: Cores per PS executor (a ResourceProfile where the cluster manager supports it).
@@ -71,7 +74,8 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
                    checkpoint_dir=checkpoint_dir, model_dir=model_dir, work_dir=work_dir,
                    conf=parse_kv(conf, "--conf"), args=parse_job_args(arg), job_class=job_class,
                    register_timeout=register_timeout, feed_timeout=feed_timeout,
-                   max_restarts=max_restarts, runtime=runtime, fill=parse_job_args(fill), ps_cores=ps_cores,
+                   max_restarts=max_restarts, heartbeat_timeout=heartbeat_timeout, runtime=runtime,
+                   fill=parse_job_args(fill), ps_cores=ps_cores,
                    ps_memory=ps_memory, worker_cores=worker_cores, worker_memory=worker_memory,
                    worker_gpus=worker_gpus, archives=archives, conda_env=conda_env, venv=venv,
                    tf_log=tf_log, tensorboard=tensorboard, quiet=quiet)

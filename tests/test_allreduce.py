@@ -31,12 +31,19 @@ def check_trained(run, out, keras):
     return s
 
 
-def test_tf_keras_classifier_trains_on_two_workers(pl_submit, tmp_path):
-    out = tmp_path / "out.jsonl"
+def test_tf_keras_classifier_survives_a_frozen_worker_that_stops_heart_beating(pl_submit, tmp_path):
+    """tf_keras on two workers; worker 1's TF process freezes (SIGSTOP: no exit, no heartbeat)
+    in epoch 2 of 4. The group is restarted after --heartbeat-timeout and fit resumes."""
+    out, epochs, marker = tmp_path / "out.jsonl", tmp_path / "epochs.jsonl", tmp_path / "frozen"
     run = pl_submit(JOB, "--workers", 2, "--arg", "keras=tf_keras", "--arg", f"out={out}",
-                    "--arg", f"rows={ROWS}", timeout=600)
+                    "--arg", f"epochs_file={epochs}", "--arg", "freeze_at=1:5",
+                    "--arg", f"kill_marker={marker}", "--arg", f"rows={ROWS}",
+                    "--heartbeat-timeout", 8, timeout=600)
     s = check_trained(run, out, "tf_keras")
-    assert s["restarts"]["total"] == 0
+    assert marker.exists(), "worker 1 never reached epoch 2"
+    assert "restart 1/3 of the group: worker 1 stopped heart-beating for " in run.stdout
+    assert [e["epoch"] for e in lines(epochs)] == [0, 1, 1, 2, 3]
+    assert s["restarts"]["total"] == 1
 
 
 def test_keras3_classifier_survives_a_killed_worker_and_resumes_from_the_last_epoch(pl_submit, tmp_path):

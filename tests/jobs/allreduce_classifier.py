@@ -3,7 +3,8 @@
 Args: ``keras`` (``keras`` or ``tf_keras``), ``epochs``, ``rows``, ``out`` (JSON lines: the
 chief's accuracy on held-out rows), ``epochs_file`` (JSON lines: each epoch the chief begins),
 ``kill_at`` (``"EPOCH:BATCH"``: worker 1's TF process SIGKILLs itself there, once, marked by the
-file ``kill_marker``), ``fail_worker`` (that worker's train raises, every attempt).
+file ``kill_marker``), ``freeze_at`` (the same, but SIGSTOP: the process hangs, heartbeat and
+all), ``fail_worker`` (that worker's train raises, every attempt).
 """
 import importlib
 import os
@@ -59,8 +60,11 @@ class AllreduceClassifier(SparkTFJob):
 
 
 def Progress(keras, ctx, args):
-    """Records the epochs the chief begins; worker 1 kills itself once at ``kill_at``."""
-    kill_epoch, kill_batch = (int(v) for v in str(args.get("kill_at", "-1:-1")).split(":"))
+    """Records the epochs the chief begins; worker 1 kills (or freezes) itself once at
+    ``kill_at`` (``freeze_at``)."""
+    how = signal.SIGSTOP if "freeze_at" in args else signal.SIGKILL
+    at = args.get("freeze_at", args.get("kill_at", "-1:-1"))
+    kill_epoch, kill_batch = (int(v) for v in str(at).split(":"))
     marker = args.get("kill_marker")
 
     class _Progress(keras.callbacks.Callback):
@@ -73,6 +77,6 @@ def Progress(keras, ctx, args):
             if (ctx.task_index == 1 and self.epoch == kill_epoch and batch == kill_batch
                     and marker and not os.path.exists(marker)):
                 open(marker, "w").close()
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), how)
 
     return _Progress()
