@@ -7,9 +7,12 @@ through the same plan and ``spool_partition`` the worker job uses. Reported per 
 - worker: the Python worker process's peak RSS (VmHWM) while it streamed its partition to the
   spool, and how much it grew over its RSS before the first batch;
 - driver: the driver's Python process peak RSS (where ``pre_train``, the feed plan and the
-  coordinator live), and the JVM's, which in ``local`` mode also hosts the executors.
+  coordinator live), and its JVM's. In ``local`` mode that JVM also hosts the executors; with
+  ``--master local-cluster[N,C,MB]`` the executors are JVMs of their own and the driver JVM is
+  measured alone.
 
     /work/venv/bin/python bench/feed_memory.py --sizes 500000 5000000
+    /work/venv/bin/python bench/feed_memory.py --sizes 500000 5000000 --master "local-cluster[2,1,1024]"
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def _status(pid="self") -> dict:
     return out
 
 
-def one(rows: int, workers: int) -> dict:
+def one(rows: int, workers: int, master: str) -> dict:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     import psutil
     import pyarrow as pa
@@ -41,7 +44,11 @@ def one(rows: int, workers: int) -> dict:
     from elearn.feed import plan_feed
     from elearn.runtime.partition import spool_partition
 
-    spark = (SparkSession.builder.master(f"local[{workers}]").appName("elearn-feed-memory")
+    if master.startswith("local-cluster"):
+        import pyspark  # executors are launched from SPARK_HOME: the pip package's own directory
+
+        os.environ.setdefault("SPARK_HOME", os.path.dirname(pyspark.__file__))
+    spark = (SparkSession.builder.master(master).appName("elearn-feed-memory")
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.sql.execution.arrow.maxRecordsPerBatch", "65536")
              .config("spark.pyspark.python", sys.executable).getOrCreate())
@@ -67,13 +74,16 @@ def one(rows: int, workers: int) -> dict:
             {"rows": metas["train"]["rows"], "before": before, "peak": peak})]})
 
     stats = [json.loads(r.stats) for r in frame.mapInArrow(task, "stats string").collect()]
-    jvm = max((p for p in psutil.Process().children(recursive=True) if "java" in p.name()),
-              key=lambda p: p.memory_info().rss, default=None)
+    from pyspark import SparkContext
+
+    jvm = psutil.Process(SparkContext._gateway.proc.pid)  # the driver's own JVM (py4j gateway)
+    executors = [p for p in jvm.children(recursive=True) if "java" in p.name()]
+    executor_peak = max((_status(p.pid)["VmHWM"] for p in executors), default=None)
     result = {"rows": rows, "worker_rows": [s["rows"] for s in stats],
               "worker_peak": max(s["peak"] for s in stats),
               "worker_growth": max(s["peak"] - s["before"] for s in stats),
               "driver_peak": _status()["VmHWM"],
-              "jvm_peak": _status(jvm.pid)["VmHWM"] if jvm else None}
+              "jvm_peak": _status(jvm.pid)["VmHWM"], "executor_jvm_peak": executor_peak}
     spark.stop()
     return result
 
@@ -82,15 +92,17 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", type=int, nargs="+", default=[500_000, 5_000_000])
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--master", default=None, help="default local[WORKERS]")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
+    master = a.master or f"local[{a.workers}]"
     if a.one:
-        print("RESULT " + json.dumps(one(a.one, a.workers)), flush=True)
+        print("RESULT " + json.dumps(one(a.one, a.workers, master)), flush=True)
         return
     results = []
     for rows in a.sizes:
-        proc = subprocess.run([sys.executable, __file__, "--one", str(rows), "--workers", str(a.workers)],
-                              capture_output=True, text=True, timeout=3600)
+        proc = subprocess.run([sys.executable, __file__, "--one", str(rows), "--workers", str(a.workers),
+                               "--master", master], capture_output=True, text=True, timeout=3600)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if not line:
             sys.exit(f"size {rows} failed:\n{proc.stderr[-3000:]}")
@@ -98,18 +110,23 @@ def main():
         print(f"{rows:,} rows done", flush=True)
     mib = 1 << 20
     print()
+    separate = master.startswith("local-cluster")
+    jvm_title = "driver JVM peak RSS" if separate else "JVM peak RSS (driver + local executors)"
+    print(f"--master {master}\n")
     print("| rows | rows per worker | worker peak RSS | worker growth while spooling | "
-          "driver Python peak RSS | JVM peak RSS (driver + local executors) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          f"driver Python peak RSS | {jvm_title} |" + (" executor JVM peak RSS |" if separate else ""))
+    print("|---:|---:|---:|---:|---:|---:|" + ("---:|" if separate else ""))
     for r in results:
-        jvm = f"{r['jvm_peak'] / mib:,.0f} MiB" if r["jvm_peak"] else "n/a"
         print(f"| {r['rows']:,} | {max(r['worker_rows']):,} | {r['worker_peak'] / mib:,.0f} MiB | "
-              f"{r['worker_growth'] / mib:,.0f} MiB | {r['driver_peak'] / mib:,.0f} MiB | {jvm} |")
+              f"{r['worker_growth'] / mib:,.0f} MiB | {r['driver_peak'] / mib:,.0f} MiB | "
+              f"{r['jvm_peak'] / mib:,.0f} MiB |"
+              + (f" {r['executor_jvm_peak'] / mib:,.0f} MiB |" if separate and r["executor_jvm_peak"] else ""))
     small, large = results[0], results[-1]
     print()
     print(f"data x{large['rows'] / small['rows']:.0f}: worker peak x"
-          f"{large['worker_peak'] / small['worker_peak']:.2f}, driver peak x"
-          f"{large['driver_peak'] / small['driver_peak']:.2f}")
+          f"{large['worker_peak'] / small['worker_peak']:.2f}, driver Python peak x"
+          f"{large['driver_peak'] / small['driver_peak']:.2f}, driver JVM peak x"
+          f"{large['jvm_peak'] / small['jvm_peak']:.2f}")
 
 
 if __name__ == "__main__":
