@@ -374,3 +374,112 @@ def test_a_partition_failing_half_way_leaves_no_spool(tmp_path):
     with pytest.raises(RuntimeError, match="upstream stage failed"):
         spool_partition(batches(), plan, str(tmp_path), 0)
     assert not os.path.exists(spool_dir(str(tmp_path), "train", 0))
+
+
+# -- the spool's blocks, written and read without Spark --------------------------------------------
+STRINGS = ["", "a", "név", "日本語 ✓", None, "x" * 40, "", "🙂"]
+# With chunks of 4 rows: rows 0-3 all hold two values (a fixed-width chunk), rows 4-7 vary.
+MIXED = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [], [9.0], None, [10.0, 11.0, 12.0]]
+
+
+def _encoding_table(n=8):
+    import pyarrow as pa
+
+    return pa.table({
+        "id": pa.array(range(n), pa.int64()),
+        "s": pa.array(STRINGS[:n], pa.string()),
+        "blob": pa.array([bytes([i, 0, 255]) * i for i in range(n)], pa.binary()),
+        "mixed": pa.array(MIXED[:n], pa.list_(pa.float32())),
+        "fixed": pa.array([[i, -i] for i in range(n)], pa.list_(pa.int64())),
+    })
+
+
+def _encoding_columns():
+    from elearn.runtime.feedspec import FeedColumn
+
+    return [FeedColumn("id", "scalar", "int64", "bigint"), FeedColumn("s", "string", "object", "string"),
+            FeedColumn("blob", "string", "object", "binary"),
+            FeedColumn("mixed", "list", "float32", "array<float>"),
+            FeedColumn("fixed", "list", "int64", "array<bigint>")]
+
+
+def _spool(directory, table, chunk_rows=4):
+    from elearn.runtime.spool import SpoolWriter
+
+    writer = SpoolWriter(str(directory), _encoding_columns(), chunk_rows)
+    for batch in table.to_batches():  # one batch: each chunk is a slice of it, at an offset
+        writer.write(batch)
+    return writer.close()
+
+
+def _read(directory, meta, **kwargs):
+    """Every row of the spool in one batch, as numpy/lists."""
+    from elearn.runtime.reader import spool_dataset
+
+    ds = spool_dataset(str(directory), meta["chunks"], _encoding_columns(), batch_size=1 << 20,
+                       list_lengths=meta["list_lengths"], **kwargs)
+    batches = list(ds)
+    assert len(batches) <= 1
+    return batches[0] if batches else None
+
+
+def test_spool_blocks_round_trip_strings_and_fixed_and_mixed_arrays_exactly(tmp_path):
+    meta = _spool(tmp_path, _encoding_table())
+    assert meta["rows"] == 8 and meta["chunks"] == 2
+    assert meta["nulls"] == {"id": 0, "s": 1, "blob": 0, "mixed": 1, "fixed": 0}
+    assert meta["list_lengths"] == {"mixed": [0, 3], "fixed": [2, 2]}
+
+    got = _read(tmp_path, meta, shuffle=False, ragged=True, fill={"s": "?", "mixed": -1.0})
+    assert got["id"].numpy().tolist() == list(range(8))
+    assert [v.decode() for v in got["s"].numpy()] == ["?" if s is None else s for s in STRINGS]
+    assert got["blob"].numpy().tolist() == [bytes([i, 0, 255]) * i for i in range(8)]
+    assert got["mixed"].to_list() == [row or [] for row in MIXED]  # a null row is empty
+    np.testing.assert_array_equal(got["fixed"].numpy(), [[i, -i] for i in range(8)])
+    assert got["fixed"].dtype.name == "int64" and got["mixed"].dtype.name == "float32"
+
+    padded = _read(tmp_path, meta, shuffle=False, fill={"s": "?"})["mixed"].numpy()
+    np.testing.assert_array_equal(padded, [(row or []) + [0.0] * (3 - len(row or [])) for row in MIXED])
+
+    # On disk: a list column's shape block is one int64 (the width) in a chunk whose rows all have
+    # the same length, row splits otherwise. Blocks: id 0-1, s 2-4, blob 5-7, mixed 8-11, fixed 12-15.
+    headers = [np.fromfile(os.path.join(str(tmp_path), f"chunk-{k:06d}.spool"), "<i8", count=17)
+               for k in range(2)]
+    assert [h[0] for h in headers] == [4, 4]
+    assert headers[0][1 + 9] == 8 and headers[1][1 + 9] == 8 * 5  # mixed: [2], then 5 splits
+    assert headers[0][1 + 13] == headers[1][1 + 13] == 8           # fixed: [2] in both chunks
+    # A string column is its offsets (n + 1 int64) and its bytes, nothing else.
+    assert headers[0][1 + 2] == 8 * 5
+    assert headers[0][1 + 3] == sum(len((s or "").encode()) for s in STRINGS[:4])
+
+
+def test_shuffled_spool_rows_keep_their_strings_and_arrays(tmp_path):
+    meta = _spool(tmp_path, _encoding_table(), chunk_rows=4)
+    got = _read(tmp_path, meta, shuffle=True, seed=3, ragged=True, fill={"s": "?"})
+    ids = got["id"].numpy().tolist()
+    assert sorted(ids) == list(range(8)) and ids != list(range(8))
+    for k, i in enumerate(ids):
+        assert got["s"][k].numpy().decode() == ("?" if STRINGS[i] is None else STRINGS[i])
+        assert got["blob"][k].numpy() == bytes([i, 0, 255]) * i
+        assert got["mixed"][k].numpy().tolist() == (MIXED[i] or [])
+        assert got["fixed"][k].numpy().tolist() == [i, -i]
+
+
+def test_empty_spool_and_a_chunk_of_empty_strings_read_back(tmp_path):
+    import pyarrow as pa
+
+    from elearn.runtime.spool import SpoolWriter
+
+    writer = SpoolWriter(str(tmp_path / "empty"), _encoding_columns())
+    meta = writer.close()
+    assert meta["rows"] == 0 and meta["chunks"] == 1  # one empty chunk keeps readers uniform
+    assert _read(tmp_path / "empty", meta, shuffle=True) is None
+
+    table = pa.table({"id": pa.array([0, 1, 2], pa.int64()), "s": pa.array(["", "", ""]),
+                      "blob": pa.array([b"", b"", b""]),
+                      "mixed": pa.array([[], [], []], pa.list_(pa.float32())),
+                      "fixed": pa.array([[1, 2], [3, 4], [5, 6]], pa.list_(pa.int64()))})
+    meta = _spool(tmp_path / "blank", table)
+    got = _read(tmp_path / "blank", meta, shuffle=False, ragged=True)
+    assert got["s"].numpy().tolist() == [b""] * 3 and got["blob"].numpy().tolist() == [b""] * 3
+    assert got["mixed"].shape == (3, 0)  # every array of the dataset is empty: width 0
+    np.testing.assert_array_equal(got["fixed"].numpy(), [[1, 2], [3, 4], [5, 6]])

@@ -4,18 +4,21 @@ The driver checks the DataFrame's schema before any Spark job starts and rewrite
 TensorFlow has no native twin for (dates, timestamps, small decimals) with Spark expressions, so the
 executors only ever see numbers, strings, lists and ML vectors. Unsupported columns fail here, named.
 
-Kinds and their spool blocks (every block is one serialized TensorProto):
+Kinds and their spool blocks (every block is one flat little-endian array, see ``spool``):
 
     scalar  values[n], valid
-    string  values[n] (tf.string), valid
-    list    values[total] flat, row_splits[n+1], element valid[total] (empty: none null), valid
-    sparse  indices[total] (int64), values[total] flat, row_splits[n+1], valid
+    string  offsets[n+1] (int64, from 0), bytes[offsets[n]] (uint8: UTF-8 or binary), valid
+    list    values[total] flat, shape, element valid[total] (empty: none null), valid
+    sparse  indices[total] (int64), values[total] flat, row_splits[n+1] (int64), valid
+
+A list column's ``shape`` is ``[k]`` (int64) when every row of the chunk holds ``k`` values and none
+is null, and its int64 row_splits[n+1] otherwise.
 
 ML vectors travel as ``list`` of float64 (Spark's ``vector_to_array``, dense on the Spark side) unless
 the job declared them sparse with :func:`sparse_vectors`: then only their non-zero entries travel,
 as a ``struct<size, indices, values>`` column built by JVM expressions (no Python per row).
 
-``valid`` is an empty bool tensor when the chunk has no nulls in that column.
+``valid`` (bool, one byte per row) is empty when the chunk has no nulls in that column.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 from elearn.errors import FeedError
 
-BLOCKS = {"scalar": 2, "string": 2, "list": 4, "sparse": 4}
+BLOCKS = {"scalar": 2, "string": 3, "list": 4, "sparse": 4}
 
 # Column metadata key marking a struct column made by sparse_vectors().
 SPARSE_MARK = "elearn_sparse_vector"

@@ -23,10 +23,55 @@ def chunk_paths(directory, chunks) -> tf.data.Dataset:
         [directory, "/chunk-", tf.strings.as_string(k, width=6, fill="0"), ".spool"]))
 
 
+class _Chunk:
+    """One chunk file's contents and where its blocks are (tensors: built anew for every chunk)."""
+
+    def __init__(self, contents, nblocks: int):
+        head = 8 * (nblocks + 1)
+        self.contents = contents
+        header = tf.io.decode_raw(tf.strings.substr(contents, 0, head), tf.int64)
+        self.rows, self.lengths = header[0], header[1:]
+        self.starts = head + tf.concat([[0], tf.cumsum(self.lengths)[:-1]], 0)
+
+    def block(self, j: int, dtype):
+        raw = tf.strings.substr(self.contents, self.starts[j], self.lengths[j])
+        return tf.io.decode_raw(raw, dtype)
+
+    def valid(self, j: int):
+        """Block ``j`` as a row validity mask: an empty block means no nulls."""
+        valid = self.block(j, tf.bool)
+        return tf.cond(tf.size(valid) > 0, lambda: valid, lambda: tf.ones([self.rows], tf.bool))
+
+    def strings(self, j: int, order=None):
+        """Block ``j`` holds offsets into block ``j + 1``: one vectorised substr of the file's
+        contents cuts out every string, with no per-string framing to parse. With ``order`` the
+        strings come out in that order: permuting their positions is cheaper than the strings."""
+        offsets = self.block(j, tf.int64)
+        positions, lengths = self.starts[j + 1] + offsets[:-1], offsets[1:] - offsets[:-1]
+        return tf.strings.substr(self.contents, _permuted(positions, order),
+                                 _permuted(lengths, order))
+
+    def row_splits(self, j: int):
+        """A list column's shape block as row splits: it holds ``[k]`` when every row of the chunk
+        has ``k`` values, row splits otherwise (an empty chunk always has splits ``[0]``)."""
+        shape, n = self.block(j, tf.int64), self.rows
+        return tf.cond(tf.size(shape, out_type=tf.int64) == n + 1, lambda: shape,
+                       lambda: tf.range(n + 1) * shape[0])
+
+
+def _permuted(values, order):
+    """``values`` (a tensor, ragged tensor or a tuple of them) in row order ``order``, if any."""
+    if order is None:
+        return values
+    return tf.nest.map_structure(lambda v: tf.gather(v, order), values)
+
+
 def _parse_chunk(columns: Sequence[FeedColumn], wanted: Sequence[str], fixed: Mapping[str, int],
-                 pad: Mapping[str, int], ragged: bool, fill: Mapping[str, object]):
+                 pad: Mapping[str, int], ragged: bool, fill: Mapping[str, object],
+                 shuffle: bool = False, seed: int | None = None):
+    """A function from a chunk's path to ``{column: tensor}``: the wanted columns, in a random
+    permutation of the chunk's rows when ``shuffle``."""
     nblocks = sum(BLOCKS[c.kind] for c in columns)
-    head = 8 * (nblocks + 1)
     first_block = {}
     i = 0
     for c in columns:
@@ -34,61 +79,67 @@ def _parse_chunk(columns: Sequence[FeedColumn], wanted: Sequence[str], fixed: Ma
         i += BLOCKS[c.kind]
 
     def parse(path):
-        blob = tf.io.read_file(path)
-        header = tf.io.decode_raw(tf.strings.substr(blob, 0, head), tf.int64)
-        n, lengths = header[0], header[1:]
-        starts = head + tf.concat([[0], tf.cumsum(lengths)[:-1]], 0)
-
-        def block(j, dtype):
-            return tf.io.parse_tensor(tf.strings.substr(blob, starts[j], lengths[j]), dtype)
-
+        chunk = _Chunk(tf.io.read_file(path), nblocks)
+        order = tf.random.shuffle(tf.range(chunk.rows), seed=seed) if shuffle else None
         out = {}
         for c in columns:
-            if c.name not in wanted:
-                continue
-            j, dtype = first_block[c.name], _TF_DTYPES[c.dtype]
-            values = block(j, dtype)
-            valid = block(j + BLOCKS[c.kind] - 1, tf.bool)
-            if c.kind == "sparse":
-                # Travels as two ragged tensors (column ids, values) that shuffle and rebatch like
-                # any list column; becomes a SparseTensor once batched (see spool_dataset).
-                values = block(j + 1, dtype)
-                splits = block(j + 2, tf.int64)
-                values.set_shape([None])
-                splits.set_shape([None])
-                ids = block(j, tf.int64)
-                ids.set_shape([None])
-                out[c.name] = (tf.RaggedTensor.from_row_splits(ids, splits, validate=False),
-                               tf.RaggedTensor.from_row_splits(values, splits, validate=False))
-            elif c.kind == "list":
-                splits = block(j + 1, tf.int64)
-                splits.set_shape([None])
-                values.set_shape([None])
-                filler = tf.constant(fill[c.name], dtype) if c.name in fill else None
-                if filler is not None:
-                    element_valid = block(j + 2, tf.bool)
-                    values = tf.cond(tf.size(element_valid) > 0,
-                                     lambda v=values, ev=element_valid, f=filler: tf.where(ev, v, f),
-                                     lambda v=values: v)
-                if c.name in fixed and filler is not None:
-                    # A null row holds no values: it becomes a full row of the fill value.
-                    out[c.name] = tf.RaggedTensor.from_row_splits(values, splits, validate=False) \
-                        .to_tensor(default_value=filler, shape=[None, fixed[c.name]])
-                elif c.name in fixed:
-                    out[c.name] = tf.reshape(values, [-1, fixed[c.name]])
+            if c.name in wanted:
+                j = first_block[c.name]
+                if c.kind == "sparse":
+                    out[c.name] = _permuted(_sparse(chunk, j, c), order)
+                elif c.kind == "list":
+                    out[c.name] = _permuted(_list(chunk, j, c, fixed.get(c.name), pad.get(c.name),
+                                                  ragged, fill.get(c.name)), order)
                 else:
-                    r = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
-                    out[c.name] = r if ragged else r.to_tensor(shape=[None, pad[c.name]])
-            else:
-                values.set_shape([None])
-                if c.name in fill:
-                    valid = tf.cond(tf.size(valid) > 0, lambda v=valid: v,
-                                    lambda: tf.ones([n], tf.bool))
-                    values = tf.where(valid, values, tf.constant(fill[c.name], dtype))
-                out[c.name] = values
-        return n, out
+                    out[c.name] = _scalar(chunk, j, c, fill.get(c.name), order)
+        return out
 
     return parse
+
+
+def _scalar(chunk: _Chunk, j: int, c: FeedColumn, filler, order):
+    """A scalar or string column in row order ``order``, with the user's fill value in its null
+    rows."""
+    dtype = _TF_DTYPES[c.dtype]
+    if c.kind == "string":
+        values = chunk.strings(j, order)
+    else:
+        values = _permuted(chunk.block(j, dtype), order)
+    if filler is None:
+        return values
+    valid = _permuted(chunk.valid(j + BLOCKS[c.kind] - 1), order)
+    return tf.where(valid, values, tf.constant(filler, dtype))
+
+
+def _sparse(chunk: _Chunk, j: int, c: FeedColumn):
+    """A sparse vector column as two ragged tensors (column ids, values): they shuffle and
+    rebatch like any list column, and become a SparseTensor once batched (see spool_dataset)."""
+    ids = chunk.block(j, tf.int64)
+    values = chunk.block(j + 1, _TF_DTYPES[c.dtype])
+    splits = chunk.block(j + 2, tf.int64)
+    return (tf.RaggedTensor.from_row_splits(ids, splits, validate=False),
+            tf.RaggedTensor.from_row_splits(values, splits, validate=False))
+
+
+def _list(chunk: _Chunk, j: int, c: FeedColumn, width, longest, ragged: bool, filler):
+    """A list column: dense ``[n, width]`` when the whole dataset is fixed-width, else padded to
+    ``longest`` or ragged."""
+    dtype = _TF_DTYPES[c.dtype]
+    values = chunk.block(j, dtype)
+    if filler is not None:
+        filler = tf.constant(filler, dtype)
+        element_valid = chunk.block(j + 2, tf.bool)
+        values = tf.cond(tf.size(element_valid) > 0,
+                         lambda: tf.where(element_valid, values, filler), lambda: values)
+    if width is not None and filler is None:
+        # No null rows: the splits are not needed. The row count is given, not inferred: with a
+        # width of 0 it could not be.
+        return tf.reshape(values, tf.stack([chunk.rows, width]))
+    r = tf.RaggedTensor.from_row_splits(values, chunk.row_splits(j + 1), validate=False)
+    if width is not None:
+        # A null row holds no values: it becomes a full row of the fill value.
+        return r.to_tensor(default_value=filler, shape=[None, width])
+    return r if ragged else r.to_tensor(shape=[None, longest])
 
 
 def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=None, label=None,
@@ -126,16 +177,13 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
         paths = paths.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         paths = paths.repeat()
-    parse = _parse_chunk(columns, wanted, fixed, pad, ragged, fill)
+    parse = _parse_chunk(columns, wanted, fixed, pad, ragged, fill, shuffle, seed)
 
     def chunk(path):
         # One map per chunk does everything per-row work needs (parse, permute, pick the
         # columns): per-batch stages cost a fixed overhead per batch, which dominates at small
         # batch sizes.
-        n, cols = parse(path)
-        if shuffle:
-            order = tf.random.shuffle(tf.range(n), seed=seed)
-            cols = tf.nest.map_structure(lambda v: tf.gather(v, order), cols)
+        cols = parse(path)
         picked = {k: cols[k] for k in features}
         return (picked, cols[label]) if label else picked
 

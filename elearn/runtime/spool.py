@@ -4,38 +4,59 @@ A Spark task receives its partition as Arrow record batches (``mapInArrow``) and
 memory stays bounded by one chunk whatever the partition size. Each chunk is one file::
 
     int64 header[1 + B]       rows in the chunk, then the byte length of each of the B blocks
-    B blocks                  serialized TensorProtos, the blocks of each column in schema order
+    B blocks                  the blocks of each column in schema order, back to back
 
-(see ``feedspec`` for the blocks of each column kind). ``reader.py`` opens it with
-``tf.io.read_file`` + ``tf.io.parse_tensor``: no Python runs per row on either side.
+A block is one flat little-endian array with no framing of its own: its dtype follows from the
+column (``feedspec`` lists the blocks of each column kind), its length from the header; booleans
+take one byte each. Most blocks are Arrow's own buffers, written without a copy. ``reader.py``
+reads a chunk with ``tf.io.read_file`` and turns each block into a tensor with
+``tf.io.decode_raw``; the strings of a string column are cut out of the file's contents with one
+``tf.strings.substr``. No Python runs per row on either side.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from elearn.runtime import tensorproto
 from elearn.runtime.feedspec import BLOCKS, FeedColumn
 
 CHUNK_ROWS = 65536
 META = "spool.json"
-_EMPTY_VALID = tensorproto.numeric(np.zeros(0, np.bool_))
+# The validity block of a column without nulls in the chunk: the reader takes every row as valid.
+_NO_NULLS = b""
 
 
 def chunk_name(index: int) -> str:
     return f"chunk-{index:06d}.spool"
 
 
-def _validity(arr: pa.Array) -> tuple[bytes, int]:
+@dataclass
+class EncodedColumn:
+    """The blocks of one column of one chunk, and what the spool's metadata needs from it."""
+
+    blocks: list             # buffers (bytes-like), written to the file one after the other
+    nulls: int               # row-level and element-level nulls
+    lengths: tuple | None = None  # list columns: (shortest, longest) non-null row; None if none
+    size: int = 0            # sparse columns: the widest vector
+
+
+def _raw(values: np.ndarray) -> memoryview:
+    """The bytes of ``values`` as a block: little-endian, not copied on a little-endian machine."""
+    values = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False)
+    return memoryview(values.reshape(-1)).cast("B")
+
+
+def _validity(arr: pa.Array) -> tuple:
     nulls = arr.null_count
     if not nulls:
-        return _EMPTY_VALID, 0
-    return tensorproto.numeric(arr.is_valid().to_numpy(zero_copy_only=False)), nulls
+        return _NO_NULLS, 0
+    return _raw(arr.is_valid().to_numpy(zero_copy_only=False)), nulls
 
 
 def _scalar(arr: pa.Array, col: FeedColumn) -> np.ndarray:
@@ -44,55 +65,77 @@ def _scalar(arr: pa.Array, col: FeedColumn) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False).astype(col.dtype, copy=False)
 
 
-def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
-        odt = np.int64
-    else:
-        odt = np.int32
-    arr = arr.fill_null("" if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else b"")
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], odt)[arr.offset:arr.offset + len(arr) + 1]
-    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    return offsets, data
+def _is_large(arr: pa.Array) -> bool:
+    return pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
 
 
-def encode_column(arr: pa.Array, col: FeedColumn) -> tuple[list, int]:
-    """The blocks of one column of one chunk, and its null count (row-level and element-level).
+def _strings(arr: pa.Array) -> list:
+    """``[offsets, bytes]``: int64 offsets[n + 1] from 0 into the column's bytes, which are Arrow's
+    data buffer as is. The reader cuts every string out of the chunk file by position, so no
+    per-string framing is built here."""
+    if arr.null_count:  # a null's slot may still span bytes: make it an empty string
+        text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+        arr = arr.fill_null("" if text else b"")
+    if len(arr) == 0:
+        return [_raw(np.zeros(1, np.int64)), b""]
+    _, offsets_buffer, data_buffer = arr.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int64 if _is_large(arr) else np.int32)
+    offsets = offsets[arr.offset:arr.offset + len(arr) + 1]
+    first, last = int(offsets[0]), int(offsets[-1])
+    data = memoryview(data_buffer)[first:last] if data_buffer is not None else b""
+    return [_raw(offsets.astype(np.int64) - first), data]
 
-    A block is bytes or a list of buffers written back to back (large values are not copied).
+
+def _row_splits(lengths: pa.Array) -> np.ndarray:
+    """int64 row splits[n + 1] from per-row list lengths (a null row counts as empty)."""
+    lengths = pc.fill_null(lengths, 0).to_numpy(zero_copy_only=False)
+    splits = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=splits[1:])
+    return splits
+
+
+def _list_shape(arr: pa.Array) -> tuple:
+    """The shape block of a list column and its (shortest, longest) non-null row.
+
+    A chunk whose rows all have the same length ``k`` (and none is null) stores ``[k]`` instead
+    of n + 1 row splits: 8 bytes per row less to write and read, for the common fixed-width
+    arrays and dense vectors.
     """
+    lengths = pc.list_value_length(arr)
+    extremes = pc.min_max(lengths)
+    lo, hi = extremes["min"].as_py(), extremes["max"].as_py()
+    if lo is not None and lo == hi and not arr.null_count:
+        return _raw(np.array([hi], np.int64)), (lo, hi)
+    return _raw(_row_splits(lengths)), (None if lo is None else (lo, hi))
+
+
+def encode_column(arr: pa.Array, col: FeedColumn) -> EncodedColumn:
+    """The blocks of one column of one chunk (see ``feedspec.BLOCKS`` for their order)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     valid, nulls = _validity(arr)
     if col.kind == "scalar":
-        return [tensorproto.numeric_parts(_scalar(arr, col)), valid], nulls
+        return EncodedColumn([_raw(_scalar(arr, col)), valid], nulls)
     if col.kind == "string":
-        return [tensorproto.strings(*_string_buffers(arr)), valid], nulls
+        return EncodedColumn(_strings(arr) + [valid], nulls)
     if col.kind == "sparse":
         # flatten() applies the struct's own nulls to its children: a null vector is empty.
         fields = dict(zip([f.name for f in arr.type], arr.flatten()))
         idx, vals = fields["indices"], fields["values"]
-        splits = _splits(idx)
+        splits = _row_splits(pc.list_value_length(idx))
         flat = pc.list_flatten(vals)
         nulls += flat.null_count
         indices = pc.list_flatten(idx).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        return [tensorproto.numeric_parts(indices), tensorproto.numeric_parts(_scalar(flat, col)),
-                tensorproto.numeric_parts(splits), valid], nulls
+        widest = pc.max(fields["size"]).as_py() or 0
+        return EncodedColumn([_raw(indices), _raw(_scalar(flat, col)), _raw(splits), valid], nulls,
+                             size=widest)
     # list: null rows become empty lists; null elements are zeroed, with their own validity so that
     # the reader can put the user's fill value there instead.
-    splits = _splits(arr)
+    shape, lengths = _list_shape(arr)
     values = pc.list_flatten(arr)
     element_valid, element_nulls = _validity(values)
-    nulls += element_nulls
-    return [tensorproto.numeric_parts(_scalar(values, col)), tensorproto.numeric_parts(splits),
-            element_valid, valid], nulls
-
-
-def _splits(arr: pa.Array) -> np.ndarray:
-    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
-    splits = np.zeros(len(arr) + 1, np.int64)
-    np.cumsum(lengths, out=splits[1:])
-    return splits
+    return EncodedColumn([_raw(_scalar(values, col)), shape, element_valid, valid],
+                         nulls + element_nulls, lengths=lengths)
 
 
 class SpoolWriter:
@@ -132,32 +175,30 @@ class SpoolWriter:
     def _write_chunk(self, table: pa.Table) -> None:
         blocks = []
         for col in self.columns:
-            arr = table.column(col.name)
-            encoded, nulls = encode_column(arr, col)
-            self.nulls[col.name] += nulls
-            if col.kind == "list" and table.num_rows:
-                lengths = pc.list_value_length(arr)
-                lo, hi = pc.min(lengths).as_py(), pc.max(lengths).as_py()
-                seen = self.list_lengths[col.name]
-                if lo is not None:
-                    seen[0] = lo if seen[0] is None else min(seen[0], lo)
-                    seen[1] = hi if seen[1] is None else max(seen[1], hi)
-            elif col.kind == "sparse" and table.num_rows:
-                widest = pc.max(pc.struct_field(arr, "size")).as_py()
-                self.sizes[col.name] = max(self.sizes[col.name], widest or 0)
-            blocks.extend(encoded)
+            encoded = encode_column(table.column(col.name), col)
+            self._account(col, encoded)
+            blocks.extend(encoded.blocks)
         assert len(blocks) == sum(BLOCKS[c.kind] for c in self.columns)
-        parts = [b if isinstance(b, list) else [b] for b in blocks]
-        sizes = [sum(memoryview(x).nbytes for x in block) for block in parts]
+        sizes = [memoryview(b).nbytes for b in blocks]
         header = np.array([table.num_rows] + sizes, "<i8").tobytes()
         path = os.path.join(self.directory, chunk_name(self.chunks))
         with open(path, "wb") as f:
             f.write(header)
-            for block in parts:
-                f.writelines(block)
+            f.writelines(blocks)
         self.chunks += 1
         self.rows += table.num_rows
         self.bytes += len(header) + sum(sizes)
+
+    def _account(self, col: FeedColumn, encoded: EncodedColumn) -> None:
+        """Fold one chunk's null count, list lengths and sparse sizes into the spool's totals."""
+        self.nulls[col.name] += encoded.nulls
+        if col.kind == "list" and encoded.lengths is not None:
+            lo, hi = encoded.lengths
+            seen = self.list_lengths[col.name]
+            seen[0] = lo if seen[0] is None else min(seen[0], lo)
+            seen[1] = hi if seen[1] is None else max(seen[1], hi)
+        elif col.kind == "sparse":
+            self.sizes[col.name] = max(self.sizes[col.name], encoded.size)
 
     def close(self) -> dict:
         """Flush, write the metadata file and return what was spooled."""
