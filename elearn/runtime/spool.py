@@ -109,10 +109,17 @@ def _list_shape(arr: pa.Array) -> tuple:
     return _raw(_row_splits(lengths)), (None if lo is None else (lo, hi))
 
 
+def _one_array(arr) -> pa.Array:
+    """A chunk's column as one Array. A column that is one Arrow chunk (a record batch, or a
+    slice of one) is taken as is: ``combine_chunks`` would copy it."""
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    return arr
+
+
 def encode_column(arr: pa.Array, col: FeedColumn) -> EncodedColumn:
     """The blocks of one column of one chunk (see ``feedspec.BLOCKS`` for their order)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = _one_array(arr)
     valid, nulls = _validity(arr)
     if col.kind == "scalar":
         return EncodedColumn([_raw(_scalar(arr, col)), valid], nulls)
