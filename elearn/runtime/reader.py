@@ -30,8 +30,12 @@ class _Chunk:
         head = 8 * (nblocks + 1)
         self.contents = contents
         header = tf.io.decode_raw(tf.strings.substr(contents, 0, head), tf.int64)
-        self.rows, self.lengths = header[0], header[1:]
-        self.starts = head + tf.concat([[0], tf.cumsum(self.lengths)[:-1]], 0)
+        rows, lengths = tf.split(header, [1, nblocks])
+        starts = head + tf.cumsum(lengths, exclusive=True)
+        # One op hands out every block's position: fewer graph nodes to trace and instantiate.
+        self.rows = rows[0]
+        self.starts = tf.unstack(starts, num=nblocks)
+        self.lengths = tf.unstack(lengths, num=nblocks)
 
     def block(self, j: int, dtype):
         raw = tf.strings.substr(self.contents, self.starts[j], self.lengths[j])
