@@ -67,16 +67,9 @@ def test_predict_matches_the_model_called_in_tensorflow(spark, fm):
     assert np.std(got) > 0.1        # the rows really differ
 
 
-def test_a_model_url_is_read_through_tf_io_and_loaded_once_per_python_worker(spark, fm):
-    """``file://`` goes through tf.io.gfile like hdfs:// or gs:// would; scoring twice more
-    loads nothing again in the Python workers that already hold the model."""
-    _, path = fm
-    url = "file://" + path
-    first = elearn.predict(frame(spark).repartition(3), url).collect()
-    second = elearn.predict(frame(spark, seed=1).repartition(3), url).collect()
-    assert len(first) == len(second) == 60
-
-    def loads(batches):  # in the Arrow Python workers that scored (Spark keeps them per UDF kind)
+def loads_per_worker(spark) -> dict:
+    """``{pid: models loaded}`` of the Arrow Python workers (Spark keeps a pool per UDF kind)."""
+    def probe(batches):
         import pyarrow as pa
 
         from elearn.predict import LOADS
@@ -85,9 +78,21 @@ def test_a_model_url_is_read_through_tf_io_and_loaded_once_per_python_worker(spa
             pass
         yield pa.RecordBatch.from_pydict({"pid": [os.getpid()], "loads": [LOADS["count"]]})
 
-    probe = spark.range(4, numPartitions=4).mapInArrow(loads, "pid long, loads long").collect()
-    seen = {r.pid: r.loads for r in probe}
-    assert set(seen.values()) <= {0, 1} and 1 in seen.values(), seen
+    return {r.pid: r.loads for r in spark.range(4, numPartitions=4).mapInArrow(probe, "pid long, loads long").collect()}
+
+
+def test_a_model_url_is_read_through_tf_io_and_loaded_once_per_python_worker(spark, fm):
+    """``file://`` goes through tf.io.gfile like hdfs:// or gs:// would; scoring twice loads the
+    model once in each Python worker that scores."""
+    _, path = fm
+    url = "file://" + path
+    before = loads_per_worker(spark)
+    first = elearn.predict(frame(spark).repartition(3), url).collect()
+    second = elearn.predict(frame(spark, seed=1).repartition(3), url).collect()
+    assert len(first) == len(second) == 60
+    after = loads_per_worker(spark)
+    new = {pid: n - before.get(pid, 0) for pid, n in after.items()}
+    assert set(new.values()) <= {0, 1} and 1 in new.values(), (before, after)
 
 
 def test_missing_inputs_are_named_before_any_spark_job(spark, fm):
