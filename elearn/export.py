@@ -15,6 +15,7 @@ unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -52,6 +53,28 @@ def export_model(model, model_dir: str) -> str | None:
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     os.makedirs(os.path.dirname(os.path.abspath(model_dir)), exist_ok=True)
+    with quiet_tf_warnings():
+        _save(model, model_dir)
+    return model_dir
+
+
+@contextlib.contextmanager
+def quiet_tf_warnings():
+    """TensorFlow's Python warnings (about saving internals the user cannot act on) to ERROR only,
+    for the block; ``--tf-log`` (``ELEARN_TF_LOG=1``) lets them through."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    if os.environ.get("ELEARN_TF_LOG") != "1":
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _save(model, model_dir: str) -> None:
+    import tensorflow as tf
+
     module = type(model).__module__
     if module.startswith("keras") and hasattr(model, "export"):      # Keras 3
         model.export(model_dir, verbose=False)
@@ -68,7 +91,6 @@ def export_model(model, model_dir: str) -> str | None:
     else:
         raise TypeError(f"train returned {type(model).__name__}; return a Keras model, a tf.Module "
                         "or None")
-    return model_dir
 
 
 # -- sharded variables -------------------------------------------------------------------------

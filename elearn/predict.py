@@ -22,7 +22,9 @@ def _read_signature(model_dir: str, signature: str):
 
     inputs: ``{name: (numpy dtype name, rank)}``; outputs: list of output keys.
     """
-    import tensorflow as tf
+    from elearn.tfimport import import_tensorflow
+
+    tf = import_tensorflow(os.devnull)  # the driver's console gets no C++ start-up chatter
     from tensorflow.core.protobuf import saved_model_pb2
 
     # tf.io.gfile: the model may live on shared storage (hdfs://, gs://, s3://) as well as on disk.

@@ -15,6 +15,19 @@ import uuid
 from elearn.errors import JobError
 
 
+def _driver_handle(value) -> bool:
+    """A DataFrame, SparkSession or SparkContext (or a container of them): driver-side by nature,
+    so leaving it out of train's copy is expected, not worth a word."""
+    from pyspark import SparkContext
+    from pyspark.sql import DataFrame, SparkSession
+
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_driver_handle(v) for v in value)
+    return isinstance(value, (DataFrame, SparkSession, SparkContext))
+
+
 def _state(job) -> dict:
     from pyspark import cloudpickle
 
@@ -24,7 +37,8 @@ def _state(job) -> dict:
             cloudpickle.dumps(value)
             state[key] = value
         except Exception:
-            dropped.append(key)
+            if not _driver_handle(value):
+                dropped.append(key)
     if dropped:
         print(f"[elearn] not shipped to train's processes (cannot be pickled): "
               f"self.{', self.'.join(dropped)}; build them in train(ctx)", flush=True)

@@ -76,6 +76,8 @@ def submit(job, **options) -> SubmitResult:
         # TensorFlow's C++ logging is read once, at import: set it before anything imports TF.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    else:  # every process of ours on this host lets TensorFlow's own output through
+        os.environ["ELEARN_TF_LOG"] = "1"
     job = _resolve_job(job, opts)
     console = Console(opts.quiet)
     app = Application(opts, console)

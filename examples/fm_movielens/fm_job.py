@@ -59,7 +59,10 @@ class MovieLensFM(SparkTFJob):
         data = self.args.get("data") or default_data(scale, seed)
         ratings, movies = movielens.read_movielens(spark, str(data))
         features = movielens.mark_validation(movielens.features(ratings, movies),
-                                             float(self.args.get("validation_fraction", 0.1))).cache()
+                                             float(self.args.get("validation_fraction", 0.1)))
+        # Cached once for the feed, ALS and scoring; one partition per core rather than the last
+        # shuffle's 200, which would be 200 small tasks for every Spark job that reads it.
+        features = features.repartition(spark.sparkContext.defaultParallelism).cache()
         self.vocab, self.mean_rating = movielens.summarize(features)
         self._frames = {"train": features.where(~F.col("is_validation")),
                         "validation": features.where("is_validation")}
