@@ -229,7 +229,7 @@ def test_driver_killed_then_same_command_resumes_from_checkpoint(tmp_path):
 
 
 def test_node_that_keeps_crashing_exhausts_restarts_with_its_log(tmp_path):
-    run, files = start_job(tmp_path, "--max-restarts", 1, "--arg", "pause=1.0")
+    run, files = start_job(tmp_path, "--max-restarts", 1, "--arg", "pause=1.0", "--arg", "steps=400")
     wait_for(lambda: any(s >= 20 for s in steps(files)), 300, "training to progress")
     pid = wait_for(lambda: find_tf_node(run.tag, "ps", 0), 60, "the PS TF process")
     os.kill(pid, signal.SIGKILL)

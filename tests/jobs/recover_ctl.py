@@ -50,7 +50,7 @@ class RecoverLoop(SparkTFJob):
 
         iterator = iter(ctx.coordinator.create_per_worker_dataset(
             ctx.dataset_fn(label="y", batch_size=64)))
-        total, pause = int(self.args.get("steps", 400)), float(self.args.get("pause", 0.5))
+        total, pause = int(self.args.get("steps", 240)), float(self.args.get("pause", 0.4))
         rounds = int(self.args.get("round", 20))
         current = ckpt.step
         while current < total and not os.path.exists(self.args.get("stop", "")):
