@@ -138,13 +138,17 @@ class TrainContext:
 
     def dataset_fn(self, name: str = "train", *, label: str | None = None, features=None,
                    batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
-                   fill: dict | None = None, ragged: bool = False, repeat: bool | None = None,
-                   drop_remainder: bool = False, dense=()):
+                   shuffle_buffer: int | None = None, fill: dict | None = None,
+                   ragged: bool = False, repeat: bool | None = None, drop_remainder: bool = False,
+                   dense=()):
         """A function ``fn(input_context=None) -> tf.data.Dataset`` reading this worker's spool.
 
         Elements are ``(dict of feature tensors, label)`` (or the dict alone without ``label``),
-        ``batch_size`` rows each. ``fill={"col": value}`` replaces nulls; without it a column with
-        nulls is an error. Sparse vector columns (``elearn.sparse_vectors``) are ``tf.SparseTensor``
+        ``batch_size`` rows each. ``shuffle`` permutes the order of the spool's chunks and of the
+        rows within each chunk (65,536 rows) every epoch; ``shuffle_buffer=N`` mixes rows across
+        windows of at least N rows instead (whole chunks, held in memory together); ``seed``
+        makes the order repeatable. ``fill={"col": value}`` replaces nulls; without it a column
+        with nulls is an error. Sparse vector columns (``elearn.sparse_vectors``) are ``tf.SparseTensor``
         unless named in ``dense``. In PS mode the dataset repeats (``repeat=None``), as
         ``ClusterCoordinator`` needs; pass ``repeat=False`` for one pass. For custom loops in PS mode::
 
@@ -177,7 +181,12 @@ class TrainContext:
                             "--fill COL=VALUE, or drop them in pre_train (df.na.drop / df.na.fill).")
         if repeat is None:
             repeat = self.mode == "ps"
+        if shuffle_buffer is not None and (not isinstance(shuffle_buffer, int) or shuffle_buffer < 1):
+            raise FeedError(f"shuffle_buffer must be a number of rows of at least 1, got {shuffle_buffer!r}")
+        per_chunk = max((math.ceil(r / c) for r, c in zip(info.rows, info.chunks) if r and c), default=1)
+        window = math.ceil(shuffle_buffer / per_chunk) if shuffle_buffer else 1
         kwargs = dict(features=wanted, label=label, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                      shuffle_window=window,
                       repeat=repeat, fill={c: v for c, v in fills.items() if c in used}, ragged=ragged,
                       list_lengths=info.list_lengths, drop_remainder=drop_remainder,
                       sizes=info.sizes, dense=tuple(dense))

@@ -298,6 +298,31 @@ def test_exactly_once_per_epoch_with_shuffle_across_workers(spark, tmp_path):
         assert plain[w][0] == plain[w][1] and Counter(plain[w][0]) == Counter(seen[w][0])
 
 
+def test_a_larger_shuffle_buffer_mixes_rows_across_chunks_and_keeps_epochs_whole(spark, tmp_path):
+    """Sorted input, 100-row chunks: by default a run of 100 rows comes from one chunk; with
+    ``shuffle_buffer=400`` rows of four chunks mix, and still each epoch holds every row once."""
+    feeds = spool_frames({"train": spark.range(1_000, numPartitions=1)}, 1, tmp_path, chunk_rows=100)
+    assert feeds["train"].chunks == [10]
+
+    def chunks_per_run(stream):  # chunks met in each run of 100 rows (ids are spooled in order)
+        return [len({i // 100 for i in stream[k:k + 100]}) for k in range(0, len(stream), 100)]
+
+    plain = ids_per_worker(feeds, 2, batch_size=50, shuffle=True, seed=3)[0]
+    assert all(n == 1 for e in plain for n in chunks_per_run(e))
+    mixed = ids_per_worker(feeds, 3, batch_size=50, shuffle=True, seed=3, shuffle_buffer=400)[0]
+    for epoch in mixed:
+        assert Counter(epoch) == Counter(range(1_000))  # a window never spans two epochs
+        assert min(chunks_per_run(epoch)) >= 2 and max(chunks_per_run(epoch)) <= 4
+    assert mixed[0] != mixed[1]
+    # A seed replays the same orders in every new iterator (and only a seed does), both ways.
+    for extra in ({}, {"shuffle_buffer": 400}):
+        again = ids_per_worker(feeds, 2, batch_size=50, shuffle=True, seed=3, **extra)[0]
+        assert again == ids_per_worker(feeds, 2, batch_size=50, shuffle=True, seed=3, **extra)[0]
+        assert again != ids_per_worker(feeds, 2, batch_size=50, shuffle=True, **extra)[0]
+    with pytest.raises(FeedError, match="shuffle_buffer must be a number of rows"):
+        context(feeds).dataset_fn(shuffle_buffer=0)
+
+
 @pytest.mark.parametrize("layout", ["one-partition", "99-percent-in-one"])
 def test_skewed_input_is_balanced_within_one_batch(spark, tmp_path, layout):
     n, workers, batch = 20_001, 4, 64

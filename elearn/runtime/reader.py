@@ -63,6 +63,29 @@ class _Chunk:
                        lambda: tf.range(n + 1) * shape[0])
 
 
+def _keyed(ds: tf.data.Dataset, shuffle: bool, seed: int | None) -> tf.data.Dataset:
+    """``ds`` paired with a random key per element when shuffling: the key seeds that element's
+    row permutation (a stateless shuffle), so that ``seed`` makes the whole order repeatable
+    however the parallel map schedules its calls."""
+    if not shuffle:
+        return ds
+    return tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed)))
+
+
+def _order(rows, key):
+    """A random permutation of ``range(rows)`` decided by ``key`` alone."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(rows), seed=tf.stack([key, tf.constant(0, tf.int64)]))
+
+
+def _mix_window(element, key):
+    """Chunks batched by ``ragged_batch`` -> one element of all their rows, in a random order."""
+    joined = tf.nest.map_structure(lambda t: t.merge_dims(0, 1), element)
+    first = tf.nest.flatten(joined, expand_composites=False)[0]
+    rows = first.nrows() if isinstance(first, tf.RaggedTensor) else tf.shape(first, out_type=tf.int64)[0]
+    return _permuted(joined, _order(rows, key))
+
+
 def _permuted(values, order):
     """``values`` (a tensor, ragged tensor or a tuple of them) in row order ``order``, if any."""
     if order is None:
@@ -72,9 +95,9 @@ def _permuted(values, order):
 
 def _parse_chunk(columns: Sequence[FeedColumn], wanted: Sequence[str], fixed: Mapping[str, int],
                  pad: Mapping[str, int], ragged: bool, fill: Mapping[str, object],
-                 shuffle: bool = False, seed: int | None = None):
-    """A function from a chunk's path to ``{column: tensor}``: the wanted columns, in a random
-    permutation of the chunk's rows when ``shuffle``."""
+                 shuffle: bool = False):
+    """A function from a chunk's path (and its shuffle key) to ``{column: tensor}``: the wanted
+    columns, in a random permutation of the chunk's rows when ``shuffle``."""
     nblocks = sum(BLOCKS[c.kind] for c in columns)
     first_block = {}
     i = 0
@@ -82,9 +105,9 @@ def _parse_chunk(columns: Sequence[FeedColumn], wanted: Sequence[str], fixed: Ma
         first_block[c.name] = i
         i += BLOCKS[c.kind]
 
-    def parse(path):
+    def parse(path, key=None):
         chunk = _Chunk(tf.io.read_file(path), nblocks)
-        order = tf.random.shuffle(tf.range(chunk.rows), seed=seed) if shuffle else None
+        order = _order(chunk.rows, key) if shuffle else None
         out = {}
         for c in columns:
             if c.name in wanted:
@@ -151,8 +174,12 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
                   repeat: bool = False, fill: Mapping[str, object] | None = None,
                   ragged: bool = False, list_lengths: Mapping[str, Sequence[int]] | None = None,
                   sizes: Mapping[str, int] | None = None, dense: Sequence[str] = (),
-                  drop_remainder: bool = False) -> tf.data.Dataset:
+                  drop_remainder: bool = False, shuffle_window: int = 1) -> tf.data.Dataset:
     """A batched dataset of ``(features_dict, label)`` (or ``features_dict`` without a label).
+
+    Shuffling permutes the order of the chunks and the rows of each chunk; ``shuffle_window`` > 1
+    permutes the rows of that many consecutive chunks together instead (a larger shuffle buffer,
+    at the memory of that many chunks).
 
     ``list_lengths[name] = (min, max)`` over the whole dataset decides how list columns come out:
     equal lengths give a dense ``[batch, k]`` tensor; otherwise padded with zeros to the longest
@@ -179,21 +206,33 @@ def spool_dataset(directory, chunks, columns: Sequence[FeedColumn], *, features=
     paths = chunk_paths(directory, chunks)
     if shuffle:
         paths = paths.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        paths = paths.repeat()
-    parse = _parse_chunk(columns, wanted, fixed, pad, ragged, fill, shuffle, seed)
+    window = max(1, int(shuffle_window)) if shuffle else 1
+    parse = _parse_chunk(columns, wanted, fixed, pad, ragged, fill, shuffle and window == 1)
 
-    def chunk(path):
+    def chunk(path, key=None):
         # One map per chunk does everything per-row work needs (parse, permute, pick the
         # columns): per-batch stages cost a fixed overhead per batch, which dominates at small
         # batch sizes.
-        cols = parse(path)
+        cols = parse(path, key)
         picked = {k: cols[k] for k in features}
         return (picked, cols[label]) if label else picked
 
-    # In order even when shuffling (the order is already random): out of order, a chunk of the next
-    # pass over the spool could overtake one of this pass and break exactly-once within an epoch.
-    ds = paths.map(chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Maps run in order even when shuffling (the order is already random): out of order, a chunk
+    # of the next pass over the spool could overtake one of this pass and break exactly-once.
+    if window == 1:
+        if repeat:
+            paths = paths.repeat()
+        ds = _keyed(paths, shuffle, seed).map(chunk, num_parallel_calls=tf.data.AUTOTUNE,
+                                               deterministic=True)
+    else:
+        # Windows are cut within one pass over the spool and the pass repeated after, so that a
+        # window never mixes rows of two epochs.
+        ds = paths.map(chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.ragged_batch(window)
+        if repeat:
+            ds = ds.repeat()
+        ds = _keyed(ds, True, seed).map(_mix_window, num_parallel_calls=tf.data.AUTOTUNE,
+                                        deterministic=True)
     # rebatch slices and joins whole chunks (ragged components included): no per-row ops.
     ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
     if sparse:
