@@ -29,8 +29,9 @@ def run(job_file: str, ps: int = 0, workers: int = 1, master: str | None = None,
 
     Args:
       job_file: Python file defining one subclass of elearn.SparkTFJob.
-      ps: Parameter servers. N > 0 runs PS mode (ParameterServerStrategy, the driver coordinates);
-        0 runs allreduce mode (MultiWorkerMirroredStrategy in every worker).
+      ps: Parameter servers. N > 0 runs PS mode (ParameterServerStrategy; train runs in a
+        coordinator process on the driver host); 0 runs allreduce mode (MultiWorkerMirroredStrategy,
+        train runs in every worker).
       workers: TF workers; each is one Spark task fed one partition of the DataFrame.
       master: Spark master URL (local[K], local-cluster[N,C,M], spark://..., yarn, k8s://...).
         Default: local[ps + workers], enough task slots for every node.
@@ -116,6 +117,11 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] == "help" or "-h" in argv or "--help" in argv:
+        from plsubmit.help import render
+
+        print(render(run))
+        raise SystemExit(0 if argv else 2)
     signal.signal(signal.SIGTERM, _terminate)
     code = 0
     try:
