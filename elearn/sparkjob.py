@@ -36,22 +36,45 @@ class UpstreamProgress:
     lags the scheduler by seconds under load (a running stage can read 0 active tasks), so any
     of these counts as work going on: tasks running beyond the registered nodes, a stage whose
     completed count moved since the last look, or a job of the group not seen before.
+
+    While the group's thread is alive but none of its jobs runs, the driver is still planning
+    one (the first, or the next adaptive-execution job; on a loaded machine that alone can take
+    longer than the timeout): no task waits for a slot then, so that counts as work too, for at
+    most ``PLANNING_LIMIT`` seconds in a row, and not when ``blocked()`` says the job cannot be
+    scheduled (a barrier stage wider than the cluster is never submitted, so never seen).
     """
 
-    def __init__(self, app, role: str):
-        self.app, self.group = app, f"{app.id}-{role}"
+    PLANNING_LIMIT = 120.0
+
+    def __init__(self, app, role: str, blocked=None):
+        self.app, self.role, self.group = app, role, f"{app.id}-{role}"
+        self.blocked = blocked or (lambda: False)
         self.jobs: set[int] = set()
         self.completed: dict[int, int] = {}
+        self.planning_since: float | None = None
+
+    def _planning(self) -> bool:
+        import time
+
+        alive = any(getattr(t, "role", None) == self.role and t.is_alive() for t in self.app.threads)
+        if not alive or self.blocked():
+            self.planning_since = None
+            return False
+        now = time.monotonic()
+        if self.planning_since is None:
+            self.planning_since = now
+        return now - self.planning_since < self.PLANNING_LIMIT
 
     def __call__(self, registered: int) -> str | None:
         """A description of the work going on ("" if nothing to show yet), or None if none is."""
         try:
             tracker = self.app.spark.sparkContext.statusTracker()
-            active, moved, parts = 0, False, []
+            active, moved, running, parts = 0, False, False, []
             for job_id in tracker.getJobIdsForGroup(self.group):
                 job = tracker.getJobInfo(job_id)
                 if job is None or job.status != "RUNNING":
                     continue
+                running = True
                 if job_id not in self.jobs:
                     self.jobs.add(job_id)
                     moved = True
@@ -65,20 +88,25 @@ class UpstreamProgress:
                     active += stage.numActiveTasks
                     if stage.numActiveTasks or stage.numCompletedTasks:
                         parts.append(f"stage {stage_id} {stage.numCompletedTasks}/{stage.numTasks} tasks done")
+            if running:
+                self.planning_since = None
+            elif self._planning():
+                return ""
             # "" (work going on, nothing worth showing yet) still holds the deadline off.
             return ", ".join(parts) if moved or active > registered else None
         except Exception:  # progress is informative only
             return None
 
 
-def wait_for_nodes(app, role: str, check, timeout: float, on_timeout, interval: float = 0.3):
+def wait_for_nodes(app, role: str, check, timeout: float, on_timeout, interval: float = 0.3,
+                   blocked=None):
     """``wait_until(check)``, but the ``timeout`` counts only while ``role``'s Spark job shows no
     work of its own before the node tasks (see ``UpstreamProgress``); that work is shown instead."""
     import time
 
     deadline = time.monotonic() + timeout
     node_role = "worker" if role == "allreduce" else role
-    upstream = UpstreamProgress(app, role)
+    upstream = UpstreamProgress(app, role, blocked)
     while True:
         result = check()
         if result:

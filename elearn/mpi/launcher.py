@@ -84,9 +84,12 @@ def _watch(app, stage: SparkJobThread) -> list:
             say(f"workers registered {n}/{opts.workers}")
         return n >= opts.workers
 
-    def too_slow():
+    def short_of_slots():
         slots = _cluster_slots(app)
-        if slots is not None and slots < opts.workers:
+        return slots is not None and slots < opts.workers
+
+    def too_slow():
+        if short_of_slots():
             return _too_few_slots(app)
         return ClusterError(
             f"only {len(reg.nodes('worker'))} of {opts.workers} allreduce workers started within "
@@ -94,7 +97,8 @@ def _watch(app, stage: SparkJobThread) -> list:
             "at once: check that the cluster has that many free task slots (executors x cores / "
             "spark.task.cpus), or raise --register-timeout.")
 
-    wait_for_nodes(app, "allreduce", registered, opts.register_timeout, on_timeout=too_slow)
+    wait_for_nodes(app, "allreduce", registered, opts.register_timeout, on_timeout=too_slow,
+                   blocked=short_of_slots)
     app.mark("register")
 
     def finished():
