@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 QUOTE = "  | "  # prefix of quoted lines (a node's log tail) that a Spark error must carry whole
 
@@ -32,16 +33,20 @@ class UpstreamProgress:
 
     The node tasks come last; the features' ETL and the repartition's shuffle must finish first
     (with adaptive execution they even run as separate jobs of the same group), and on real data
-    they take a while. Waiting for registration meanwhile is not a hang. Spark's status tracker
-    lags the scheduler by seconds under load (a running stage can read 0 active tasks), so any
-    of these counts as work going on: tasks running beyond the registered nodes, a stage whose
-    completed count moved since the last look, or a job of the group not seen before.
+    they take a while. Waiting for registration meanwhile is not a hang. Any of these counts as
+    work going on:
 
-    While the group's thread is alive but none of its jobs runs, the driver is still planning
-    one (the first, or the next adaptive-execution job; on a loaded machine that alone can take
-    longer than the timeout): no task waits for a slot then, so that counts as work too, for at
-    most ``PLANNING_LIMIT`` seconds in a row, and not when ``blocked()`` says the job cannot be
-    scheduled (a barrier stage wider than the cluster is never submitted, so never seen).
+    - tasks of the group running beyond the registered nodes;
+    - a job or stage of the group not seen before, or a stage whose completed count moved, and
+      for ``staleness`` seconds after: Spark's status store writes a task's start only with a
+      later event or at the next executor heartbeat (it is up to
+      ``spark.executor.heartbeatInterval`` behind the scheduler), so a stage whose first tasks
+      started right after it was submitted reads 0 active tasks until then;
+    - the group's thread alive while none of its jobs runs: the driver is still planning one
+      (the first, or the next adaptive-execution job; on a loaded machine that alone can outlast
+      the timeout). No task waits for a slot then. At most ``PLANNING_LIMIT`` seconds in a row,
+      and not when ``blocked()`` says the job cannot be scheduled (a barrier stage wider than
+      the cluster is never submitted, so never seen).
     """
 
     PLANNING_LIMIT = 120.0
@@ -49,18 +54,16 @@ class UpstreamProgress:
     def __init__(self, app, role: str, blocked=None):
         self.app, self.role, self.group = app, role, f"{app.id}-{role}"
         self.blocked = blocked or (lambda: False)
-        self.jobs: set[int] = set()
-        self.completed: dict[int, int] = {}
+        self.completed: dict[tuple[int, int], int] = {}  # (job, stage) -> completed tasks
+        self.moved_at: float | None = None
         self.planning_since: float | None = None
+        self.staleness = _heartbeat_seconds(app.spark) + 2.0
 
-    def _planning(self) -> bool:
-        import time
-
+    def _planning(self, now: float) -> bool:
         alive = any(getattr(t, "role", None) == self.role and t.is_alive() for t in self.app.threads)
         if not alive or self.blocked():
             self.planning_since = None
             return False
-        now = time.monotonic()
         if self.planning_since is None:
             self.planning_since = now
         return now - self.planning_since < self.PLANNING_LIMIT
@@ -69,40 +72,46 @@ class UpstreamProgress:
         """A description of the work going on ("" if nothing to show yet), or None if none is."""
         try:
             tracker = self.app.spark.sparkContext.statusTracker()
-            active, moved, running, parts = 0, False, False, []
+            now = time.monotonic()
+            active, running, parts = 0, False, []
             for job_id in tracker.getJobIdsForGroup(self.group):
                 job = tracker.getJobInfo(job_id)
                 if job is None or job.status != "RUNNING":
                     continue
                 running = True
-                if job_id not in self.jobs:
-                    self.jobs.add(job_id)
-                    moved = True
                 for stage_id in list(job.stageIds):
                     stage = tracker.getStageInfo(stage_id)
                     if stage is None or stage.numCompletedTasks >= stage.numTasks:
                         continue
-                    if self.completed.get(stage_id, 0) != stage.numCompletedTasks:
-                        self.completed[stage_id] = stage.numCompletedTasks
-                        moved = True
+                    if self.completed.get((job_id, stage_id)) != stage.numCompletedTasks:
+                        self.completed[(job_id, stage_id)] = stage.numCompletedTasks
+                        self.moved_at = now
                     active += stage.numActiveTasks
                     if stage.numActiveTasks or stage.numCompletedTasks:
                         parts.append(f"stage {stage_id} {stage.numCompletedTasks}/{stage.numTasks} tasks done")
             if running:
                 self.planning_since = None
-            elif self._planning():
+            elif self._planning(now):
                 return ""
+            recent = self.moved_at is not None and now - self.moved_at < self.staleness
             # "" (work going on, nothing worth showing yet) still holds the deadline off.
-            return ", ".join(parts) if moved or active > registered else None
+            return ", ".join(parts) if recent or active > registered else None
         except Exception:  # progress is informative only
             return None
+
+
+def _heartbeat_seconds(spark) -> float:
+    try:
+        return spark.sparkContext._jsc.sc().conf().getTimeAsMs(
+            "spark.executor.heartbeatInterval", "10s") / 1000.0
+    except Exception:
+        return 10.0
 
 
 def wait_for_nodes(app, role: str, check, timeout: float, on_timeout, interval: float = 0.3,
                    blocked=None):
     """``wait_until(check)``, but the ``timeout`` counts only while ``role``'s Spark job shows no
     work of its own before the node tasks (see ``UpstreamProgress``); that work is shown instead."""
-    import time
 
     deadline = time.monotonic() + timeout
     node_role = "worker" if role == "allreduce" else role

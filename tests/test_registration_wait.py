@@ -46,6 +46,22 @@ def test_planning_the_job_does_not_count_against_the_timeout(local_spark):
     assert time.monotonic() - t0 >= 2.5
 
 
+def test_a_task_started_with_its_stage_holds_the_timeout_off(local_spark):
+    """Spark's status store shows such a task only at the next executor heartbeat (10 s here):
+    until then the stage reads 0 active tasks, which must not pass for a stalled wait."""
+    app = _app(local_spark)
+
+    def body():
+        return app.spark.sparkContext.parallelize([0], 1).map(lambda x: time.sleep(11) or 7).collect()
+
+    job = SparkJobThread(app, "worker", body, "one long task")
+    app.threads.append(job)
+    job.start()
+    wait_for_nodes(app, "worker", lambda: job.result is not None, timeout=2.0,
+                   on_timeout=lambda: TimedOut("timed out while the task ran"))
+    assert job.result == [7]
+
+
 def test_a_job_that_cannot_be_scheduled_still_times_out(local_spark):
     app, go = _app(local_spark), threading.Event()
     job = _planned_then_run(app, go)
