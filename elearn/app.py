@@ -6,6 +6,7 @@ TF processes), wait for the Spark jobs to end, remove the znodes, stop Spark, st
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -119,11 +120,56 @@ class Application:
         return self.master.startswith("local") and not self.master.startswith("local-cluster")
 
     def run_user(self, what: str, fn, *args):
-        """Call the user's code; its exception becomes a UserCodeError that keeps the traceback."""
+        """Call the user's code on the driver; its exception becomes a UserCodeError that keeps
+        the traceback.
+
+        ``pl_submit kill`` meanwhile cancels the code's Spark jobs, so a long ``pre_train`` or
+        ``post_train`` stops at its current Spark action instead of running to its end.
+        """
+        with self._cancel_spark_on_kill() as killed:
+            try:
+                out = fn(*args)
+            except Exception as exc:
+                if killed.is_set():
+                    raise KilledError(f"killed on request during {what} (its Spark jobs were "
+                                      "cancelled)") from exc
+                raise UserCodeError(f"{what} raised {exc.__class__.__name__}: {exc}") from exc
+        if killed.is_set():
+            raise KilledError(f"killed on request during {what}")
+        return out
+
+    @contextlib.contextmanager
+    def _cancel_spark_on_kill(self, every: float = 0.5):
+        """An Event set once a kill is requested; from then on, Spark's jobs are cancelled (again
+        every ``every`` seconds: the user's code may start another) until the block ends."""
+        killed, done = threading.Event(), threading.Event()
+        if self.registry is None or self.spark is None:
+            yield killed
+            return
+        sc = self.spark.sparkContext
+
+        def keep_cancelling():
+            while not done.is_set():
+                try:
+                    sc.cancelAllJobs()
+                except Exception:  # Spark stopping under us: nothing left to cancel
+                    return
+                done.wait(every)
+
+        def on_change(data, _stat):
+            if done.is_set():
+                return False  # ends kazoo's watch
+            if data is not None and not killed.is_set():
+                killed.set()
+                self.console.say("kill requested: cancelling the driver's Spark jobs")
+                threading.Thread(target=keep_cancelling, name="elearn-kill", daemon=True).start()
+            return None
+
+        self.client.DataWatch(f"{self.registry.base}/kill", on_change)
         try:
-            return fn(*args)
-        except Exception as exc:
-            raise UserCodeError(f"{what} raised {exc.__class__.__name__}: {exc}") from exc
+            yield killed
+        finally:
+            done.set()
 
     def mark(self, phase: str) -> None:
         self.timings[phase] = round(time.time() - self._t0, 3)

@@ -56,6 +56,29 @@ def test_status_list_kill_and_tensorboard(tmp_path, ps):
     assert not (tmp_path / "running" / "ops-test.json").exists()
 
 
+def test_kill_during_pre_train_cancels_its_spark_jobs(tmp_path):
+    """A kill does not wait for the features: pre_train's running Spark action is cancelled."""
+    started, marker, trained = (tmp_path / f"{n}.jsonl" for n in ("started", "marker", "trained"))
+    run = start_pl_submit([job("slow_pre_train.py"), "--ps", 1, "--workers", 1, "--app-name",
+                           "kill-etl", "--arg", f"started={started}", "--arg", f"marker={marker}",
+                           "--arg", f"trained={trained}"], tmp_path)
+    deadline = time.monotonic() + 120
+    while not lines(started):
+        assert run.proc.poll() is None, run.proc.communicate()
+        assert time.monotonic() < deadline, "pre_train never started"
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    killed = control(tmp_path, "kill", "kill-etl")
+    assert killed.returncode == 0, killed.stderr
+    finish(run, timeout=120)
+    assert time.monotonic() - t0 < 60  # the features alone would take 100 s
+    assert run.returncode != 0
+    assert "killed on request during pre_train" in run.stderr, run.output[-3000:]
+    assert "kill requested: cancelling the driver's Spark jobs" in run.stdout
+    assert len(lines(marker)) == 1 and not lines(trained)
+    assert_no_orphans(run.tag)
+
+
 def _tensorboard_url(run):
     for pid in _children_cmdlines(run):
         if "tensorboard.main" in pid:
