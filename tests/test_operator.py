@@ -9,6 +9,15 @@ import pytest
 from conftest import PL_SUBMIT, ROOT, assert_no_orphans, finish, job, lines, start_pl_submit
 
 
+def wait_for_record(run, path, timeout, failure):
+    """Poll until the job wrote its first record to ``path``, failing if pl_submit exits first."""
+    deadline = time.monotonic() + timeout
+    while not lines(path):
+        assert run.proc.poll() is None, run.proc.communicate()
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
 def control(tmp_path, *args):
     env = {**os.environ, "ELEARN_HOME": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
@@ -21,11 +30,7 @@ def test_status_list_kill_and_tensorboard(tmp_path, ps):
     run = start_pl_submit([job("waits.py"), "--ps", ps, "--workers", 1, "--app-name", "ops-test",
                            "--tensorboard", "--arg", f"started={started}",
                            "--arg", f"marker={marker}"], tmp_path)
-    deadline = time.monotonic() + 300
-    while not lines(started):
-        assert run.proc.poll() is None, run.proc.communicate()
-        assert time.monotonic() < deadline, "train never started"
-        time.sleep(0.2)
+    wait_for_record(run, started, 300, "train never started")
 
     listed = control(tmp_path, "list")
     assert "ops-test" in listed.stdout, listed.stderr
@@ -62,11 +67,7 @@ def test_kill_during_pre_train_cancels_its_spark_jobs(tmp_path):
     run = start_pl_submit([job("slow_pre_train.py"), "--ps", 1, "--workers", 1, "--app-name",
                            "kill-etl", "--arg", f"started={started}", "--arg", f"marker={marker}",
                            "--arg", f"trained={trained}"], tmp_path)
-    deadline = time.monotonic() + 120
-    while not lines(started):
-        assert run.proc.poll() is None, run.proc.communicate()
-        assert time.monotonic() < deadline, "pre_train never started"
-        time.sleep(0.2)
+    wait_for_record(run, started, 120, "pre_train never started")
     t0 = time.monotonic()
     killed = control(tmp_path, "kill", "kill-etl")
     assert killed.returncode == 0, killed.stderr
