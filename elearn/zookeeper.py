@@ -122,22 +122,31 @@ class EmbeddedZooKeeper:
         log.info("embedded ZooKeeper up at %s", self.hosts)
         return self
 
-    def _wait_up(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while True:
+    def _answers_within(self, timeout: float) -> bool:
+        """Poll until the server takes a session; False if it exits, we stop, or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not self._stopping.is_set():
             proc = self.proc
             if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                self.stop()
-                raise ClusterError(f"embedded ZooKeeper exited ({code}); see {self.log_path}")
+                return False
             try:
                 connect(self.hosts, timeout=2).stop()
-                return
+                return True
             except ClusterError:
                 if time.monotonic() > deadline:
-                    self.stop()
-                    raise ClusterError(f"embedded ZooKeeper did not answer on {self.hosts} within "
-                                       f"{self.start_timeout:.0f}s; see {self.log_path}")
+                    return False
+        return False
+
+    def _wait_up(self) -> None:
+        if self._answers_within(self.start_timeout):
+            return
+        proc = self.proc
+        self.stop()
+        if proc is None or proc.poll() is not None:
+            code = None if proc is None else proc.returncode
+            raise ClusterError(f"embedded ZooKeeper exited ({code}); see {self.log_path}")
+        raise ClusterError(f"embedded ZooKeeper did not answer on {self.hosts} within "
+                           f"{self.start_timeout:.0f}s; see {self.log_path}")
 
     def _own(self, spawned: threading.Event) -> None:
         try:
@@ -150,7 +159,9 @@ class EmbeddedZooKeeper:
                 self.restarts += 1
                 log.warning("embedded ZooKeeper exited with %s; restarting it", proc.returncode)
                 self._spawn()
-                if self.on_restart:
+                # Report the restart once the server serves again, so "restarted" means usable;
+                # one that never comes back is found dead on the next turn and spawned again.
+                if self._answers_within(self.start_timeout) and self.on_restart:
                     self.on_restart(self.restarts)
         if self.proc is not None:
             stop_process(self.proc, grace=5.0)
