@@ -1,7 +1,10 @@
 """Feed benchmark: elearn's Arrow spool against a bare mapInArrow pass and a pickled-queue feed.
 
-One run, one cached DataFrame, four measurements side by side:
+One run, one cached DataFrame, measurements side by side:
 
+0. shuffle   the repartition into worker partitions, counted by a bare ``mapInArrow``: Spark's
+             round-robin ``repartition(W)`` against elearn's exact shares (rows hash-sorted within
+             each input partition and dealt by a Python pass, leftovers placed through ZooKeeper);
 1. floor     a bare ``mapInArrow`` pass over the same repartitioned frame that only counts rows;
 2. elearn    the worker tasks spool their partitions, then TensorFlow reads every batch of every
              worker's spool (end to end: the Spark job plus the TF pass, one after the other);
@@ -200,6 +203,8 @@ def main():
     import tensorflow as tf  # noqa: F401  imported before timing: its start-up is not the feed's
 
     from elearn.feed import plan_feed
+    from elearn.shares import Coordination
+    from elearn.zookeeper import EmbeddedZooKeeper
 
     spark = (SparkSession.builder.master(f"local[{a.workers}]").appName("elearn-feed-bench")
              .config("spark.ui.showConsoleProgress", "false")
@@ -210,13 +215,25 @@ def main():
     df = build_frame(spark, a.rows, a.workers, a.variant).cache()
     t_cache, n = timed(df.count)
     assert n == a.rows
-    frame, plan = plan_feed({"train": df}, a.workers)
+    root = a.dir or tempfile.mkdtemp(prefix="elearn-bench-")
+    zk = EmbeddedZooKeeper(os.path.join(root, "zk")).start()
+
+    def shares(k):  # a fresh counter per pass, as each application has
+        return Coordination(zk.hosts, [], f"/elearn/bench-{k}/shares")
+
+    shuffle_rr = shuffle_exact = float("inf")
+    for round_ in range(a.repeat):
+        t_rr, n_rr = timed(lambda: floor_pass(plan_feed({"train": df}, a.workers)[0]))
+        t_ex, n_ex = timed(lambda: floor_pass(plan_feed({"train": df}, a.workers, shares(round_))[0]))
+        assert n_rr == n_ex == a.rows, (n_rr, n_ex)
+        shuffle_rr, shuffle_exact = min(shuffle_rr, t_rr), min(shuffle_exact, t_ex)
+        print(f"round {round_ + 1}: (0) shuffle round-robin {t_rr:.2f}s, exact shares {t_ex:.2f}s", flush=True)
+    frame, plan = plan_feed({"train": df}, a.workers, shares("fed"))
     frame = frame.cache()
     frame.count()  # the shuffle of repartition is shared by every pass below, not timed in any
     print(f"{a.rows:,} rows, {len(df.columns)} columns ({a.variant}), {a.workers} workers; "
           f"frame cached in {t_cache:.1f}s", flush=True)
 
-    root = a.dir or tempfile.mkdtemp(prefix="elearn-bench-")
     results = {}
     try:
         timed(lambda: floor_pass(frame))  # warm the Python workers
@@ -249,6 +266,7 @@ def main():
             print(f"(3) {t3:.2f}s for {n3:,} rows" + (f" -> {scaled:.1f}s scaled to {a.rows:,}"
                                                       if n3 != a.rows else ""), flush=True)
     finally:
+        zk.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     W = a.workers
@@ -265,6 +283,8 @@ def main():
     if scaled:
         print(f"(3)/(2) = {scaled / t2:.1f}  (target >= 10)"
               + ("  [queue time scaled from --queue-rows]" if a.queue_rows else ""))
+    print(f"(0) exact shares / round-robin shuffle = {shuffle_exact / shuffle_rr:.2f}  "
+          f"({shuffle_exact:.2f}s vs {shuffle_rr:.2f}s; the shuffle is outside (1) and (2))")
     print(f"(4) per worker = {per_worker_rate / 1e6:.2f}M rows/s  (target >= 2M for narrow)")
     spark.stop()
 

@@ -90,6 +90,13 @@ class Application:
                 "feed_timeout": self.opts.feed_timeout, "heartbeat_timeout": self.opts.heartbeat_timeout,
                 "tf_log": self.opts.tf_log}
 
+    def share_coordination(self):
+        """How the feed's map tasks reach this application's ZooKeeper to deal exact shares."""
+        from elearn.shares import Coordination
+
+        spec = self.node_spec(loopback=self.single_host)
+        return Coordination(spec["zk"], spec["zk_auth"], f"{self.registry.base}/shares")
+
     def check_killed(self) -> None:
         """Raise KilledError once ``pl_submit kill`` asked for it (checked at most once a second)."""
         now = time.monotonic()

@@ -1,15 +1,18 @@
 """The driver's side of the feed: check the DataFrames, and plan the one Spark job that spools them.
 
-All named DataFrames go through a single ``repartition(workers).mapInArrow`` so that each worker
-task receives its share of every dataset on the host where its TF process will run. Several frames
-are wrapped in one struct column each and unioned; one frame travels as is. Nothing is collected
-to the driver: the plan is lazy until the worker job runs on the executors.
+All named DataFrames go through a single shuffle into ``workers`` partitions and one
+``mapInArrow`` so that each worker task receives its share of every dataset on the host where its
+TF process will run. Each dataset's rows are dealt by :mod:`elearn.shares`, so that workers' row
+counts differ by at most one whatever the input partitioning. Several frames are wrapped in one
+struct column each and unioned; one frame travels as is. Nothing is collected to the driver: the
+plan is lazy until the worker job runs on the executors.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from elearn.errors import FeedError
+from elearn.shares import KEY, deal, share_keys
 from elearn.runtime.feedspec import FeedColumn, plan_columns
 
 TAG = "_elearn_ds"
@@ -50,8 +53,12 @@ class FeedPlan:
         return [FeedColumn.from_dict(c) for c in self.columns[name]]
 
 
-def plan_feed(frames: dict, workers: int):
-    """``(frame, plan)``: the DataFrame whose ``mapInArrow`` tasks spool, and what they spool."""
+def plan_feed(frames: dict, workers: int, coordination=None):
+    """``(frame, plan)``: the DataFrame whose ``mapInArrow`` tasks spool, and what they spool.
+
+    ``coordination`` (an :class:`elearn.shares.Coordination`) deals exact shares; without it, or
+    with one worker, Spark's round-robin ``repartition`` spreads the rows.
+    """
     from pyspark.sql import functions as F
 
     if not frames:
@@ -69,18 +76,27 @@ def plan_feed(frames: dict, workers: int):
         selected[name] = frames[name].select(*exprs)
     if errors:
         raise FeedError("\n".join(errors))
+    exact = coordination is not None and workers > 1
+    if exact:
+        keys = share_keys(selected[names[0]].sparkSession, workers)
+        selected = {name: deal(df, name, workers, keys, coordination) for name, df in selected.items()}
+    carried = [F.col(KEY)] if exact else []
     if len(names) == 1:
-        frame = selected[names[0]]
-        return frame.repartition(workers), FeedPlan(names, columns, single=True)
-    parts = []
-    for k, name in enumerate(names):
-        df = selected[name]
-        parts.append(df.select(F.lit(k).cast("tinyint").alias(TAG),
-                               F.struct(*[F.col(f"`{c}`") for c in df.columns]).alias(f"_elearn_{k}")))
-    frame = parts[0]
-    for part in parts[1:]:
-        frame = frame.unionByName(part, allowMissingColumns=True)
-    return frame.repartition(workers), FeedPlan(names, columns, single=False)
+        frame, single = selected[names[0]], True
+    else:
+        parts = []
+        for k, name in enumerate(names):
+            df = selected[name]
+            data = [F.col(f"`{c}`") for c in df.columns if c != KEY]
+            parts.append(df.select(F.lit(k).cast("tinyint").alias(TAG),
+                                   F.struct(*data).alias(f"_elearn_{k}"), *carried))
+        frame, single = parts[0], False
+        for part in parts[1:]:
+            frame = frame.unionByName(part, allowMissingColumns=True)
+    plan = FeedPlan(names, columns, single=single)
+    if not exact:
+        return frame.repartition(workers), plan
+    return frame.repartition(workers, KEY).drop(KEY), plan
 
 
 @dataclass

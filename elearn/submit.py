@@ -115,7 +115,7 @@ def submit(job, **options) -> SubmitResult:
             console.say(f"Spark {app.spark.version} on {master}")
             app.mark("spark")
             frames = normalize_frames(app.run_user("pre_train", job.pre_train, app.spark))
-            frame, plan = plan_feed(frames, opts.workers)
+            frame, plan = plan_feed(frames, opts.workers, app.share_coordination())
             if frames:
                 console.say("feeding " + ", ".join(f"{n}: {len(plan.columns[n])} columns" for n in plan.names))
             app.mark("pre_train")

@@ -23,6 +23,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 from conftest import spark_with  # noqa: E402
 from elearn import FeedError, TrainContext, sparse_vectors  # noqa: E402
 from elearn.feed import FeedInfo, normalize_frames, plan_feed  # noqa: E402
+from elearn.shares import Coordination  # noqa: E402
+from elearn.zookeeper import EmbeddedZooKeeper  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +33,26 @@ def spark(local_spark):
                                           "spark.sql.session.timeZone": "UTC"})
 
 
-def spool_frames(frames, workers, root, chunk_rows=65536) -> dict:
+@pytest.fixture(scope="module")
+def zookeeper(tmp_path_factory):
+    """The embedded server the exact-shares counter lives in, as in every application."""
+    with EmbeddedZooKeeper(str(tmp_path_factory.mktemp("zk"))) as zk:
+        yield zk
+
+
+@pytest.fixture
+def shares(zookeeper, request):
+    """One application's shares znode: each test deals from a fresh counter."""
+    return Coordination(zookeeper.hosts, [], f"/elearn/test-{request.node.name[:40]}-{os.getpid()}/shares")
+
+
+def spool_frames(frames, workers, root, coordination, chunk_rows=65536) -> dict:
     """What the worker job does, minus the TF server: returns ``{name: FeedInfo}``."""
     import pyarrow as pa
 
     from elearn.runtime.partition import spool_partition
 
-    frame, plan = plan_feed(normalize_frames(frames), workers)
+    frame, plan = plan_feed(normalize_frames(frames), workers, coordination)
 
     def task(batches):
         from pyspark import TaskContext
@@ -116,10 +131,10 @@ def typed_frame(spark, n):
     return spark.createDataFrame(rows, schema), epoch
 
 
-def test_every_supported_type_arrives_with_exact_values(spark, tmp_path):
+def test_every_supported_type_arrives_with_exact_values(spark, tmp_path, shares):
     n = 40
     df, epoch = typed_frame(spark, n)
-    feeds = spool_frames({"train": sparse_vectors(df, "sparse")}, 2, tmp_path)
+    feeds = spool_frames({"train": sparse_vectors(df, "sparse")}, 2, tmp_path, shares)
     info = feeds["train"]
     assert info.total_rows == n and sorted(info.rows) == [20, 20]
     kinds = {c.name: (c.kind, c.dtype) for c in info.columns}
@@ -174,16 +189,16 @@ def test_every_supported_type_arrives_with_exact_values(spark, tmp_path):
     assert sum(os.path.getsize(os.path.join(d, f)) for d in info.dirs for f in os.listdir(d)) < 1 << 20
 
 
-def test_ragged_lists_and_densified_sparse_vectors(spark, tmp_path):
+def test_ragged_lists_and_densified_sparse_vectors(spark, tmp_path, shares):
     df, _ = typed_frame(spark, 12)
     feeds = spool_frames({"train": sparse_vectors(df.select("id", "var", "sparse"), "sparse")}, 1,
-                         tmp_path)
+                         tmp_path, shares)
     ds = context(feeds).dataset_fn(ragged=True, shuffle=False, batch_size=12, features=["id", "var"],
                                    repeat=False)()
     (batch,) = list(ds)
     assert batch["var"].to_list() == [[float(i)] * (i % 4) for i in range(12)]
     small = spool_frames({"train": sparse_vectors(
-        spark.createDataFrame(*_small_sparse()), "v")}, 1, tmp_path / "small")
+        spark.createDataFrame(*_small_sparse()), "v")}, 1, tmp_path / "small", shares)
     (batch,) = list(context(small).dataset_fn(dense=["v"], shuffle=False, batch_size=8,
                                                      repeat=False)())
     np.testing.assert_array_equal(batch["v"].numpy(), [[0, 2.5, 0, 0], [1, 0, 0, 3], [0, 0, 0, 0]])
@@ -219,14 +234,14 @@ def test_unsupported_types_fail_before_any_spark_job_naming_column_and_type(spar
     assert "id (" not in text
 
 
-def test_nulls_are_named_with_counts_and_fill_replaces_them(spark, tmp_path):
+def test_nulls_are_named_with_counts_and_fill_replaces_them(spark, tmp_path, shares):
     from pyspark.sql import functions as F
 
     df = spark.range(100).select(
         "id", F.when(F.col("id") % 10 == 0, None).otherwise(F.col("id") * 1.5).alias("x"),
         F.when(F.col("id") < 7, None).otherwise(F.col("id") % 2 == 0).alias("b"),
         F.when(F.col("id") == 3, None).otherwise(F.col("id").cast("string")).alias("s"))
-    feeds = spool_frames({"train": df}, 2, tmp_path)
+    feeds = spool_frames({"train": df}, 2, tmp_path, shares)
     with pytest.raises(FeedError) as err:
         context(feeds).dataset_fn()
     assert "b (7 nulls), s (1 nulls), x (10 nulls)" in str(err.value)
@@ -247,7 +262,7 @@ def test_nulls_are_named_with_counts_and_fill_replaces_them(spark, tmp_path):
         assert b == (True if i < 7 else i % 2 == 0)
 
 
-def test_fill_in_array_columns(spark, tmp_path):
+def test_fill_in_array_columns(spark, tmp_path, shares):
     from pyspark.sql import functions as F
 
     # fixed: width 3, a null row every 5th id, a null element every 7th; var: length id % 3,
@@ -259,7 +274,7 @@ def test_fill_in_array_columns(spark, tmp_path):
         F.when(F.col("id") % 5 == 0, None).otherwise(F.array(elem, F.lit(1.0), F.lit(2.0))).alias("fixed"),
         F.when(F.col("id") % 4 == 0, None).otherwise(
             F.slice(F.array(var_first, F.lit(2.0), F.lit(3.0)), 1, F.col("id") % 3)).alias("var"))
-    feeds = spool_frames({"train": df}, 2, tmp_path, chunk_rows=16)
+    feeds = spool_frames({"train": df}, 2, tmp_path, shares, chunk_rows=16)
     with pytest.raises(FeedError, match=r"fixed \(\d+ nulls\), var \(\d+ nulls\)"):
         context(feeds).dataset_fn()
     got = read_all(feeds, fill={"fixed": -1.0, "var": -9.0}, shuffle=False, batch_size=8)
@@ -276,9 +291,9 @@ def test_fill_in_array_columns(spark, tmp_path):
         assert v.tolist() == want + [0.0] * (2 - len(want))  # padding is zeros, not the fill
 
 
-def test_exactly_once_per_epoch_with_shuffle_across_workers(spark, tmp_path):
+def test_exactly_once_per_epoch_with_shuffle_across_workers(spark, tmp_path, shares):
     n, workers, epochs = 30_000, 3, 3
-    feeds = spool_frames({"train": spark.range(n, numPartitions=5)}, workers, tmp_path,
+    feeds = spool_frames({"train": spark.range(n, numPartitions=5)}, workers, tmp_path, shares,
                          chunk_rows=1000)
     info = feeds["train"]
     assert info.total_rows == n and all(c >= 10 for c in info.chunks)
@@ -298,10 +313,10 @@ def test_exactly_once_per_epoch_with_shuffle_across_workers(spark, tmp_path):
         assert plain[w][0] == plain[w][1] and Counter(plain[w][0]) == Counter(seen[w][0])
 
 
-def test_a_larger_shuffle_buffer_mixes_rows_across_chunks_and_keeps_epochs_whole(spark, tmp_path):
+def test_a_larger_shuffle_buffer_mixes_rows_across_chunks_and_keeps_epochs_whole(spark, tmp_path, shares):
     """Sorted input, 100-row chunks: by default a run of 100 rows comes from one chunk; with
     ``shuffle_buffer=400`` rows of four chunks mix, and still each epoch holds every row once."""
-    feeds = spool_frames({"train": spark.range(1_000, numPartitions=1)}, 1, tmp_path, chunk_rows=100)
+    feeds = spool_frames({"train": spark.range(1_000, numPartitions=1)}, 1, tmp_path, shares, chunk_rows=100)
     assert feeds["train"].chunks == [10]
 
     def chunks_per_run(stream):  # chunks met in each run of 100 rows (ids are spooled in order)
@@ -324,18 +339,17 @@ def test_a_larger_shuffle_buffer_mixes_rows_across_chunks_and_keeps_epochs_whole
 
 
 @pytest.mark.parametrize("layout", ["one-partition", "99-percent-in-one"])
-def test_skewed_input_is_balanced_within_one_batch(spark, tmp_path, layout):
+def test_skewed_input_is_balanced_within_one_batch(spark, tmp_path, shares, layout):
     n, workers, batch = 20_001, 4, 64
     if layout == "one-partition":
         df = spark.range(n, numPartitions=1)
     else:
         big = spark.range(0, 19_801, numPartitions=1)
         df = big.union(spark.range(19_801, n, numPartitions=8))
-    feeds = spool_frames({"train": df}, workers, tmp_path)
+    feeds = spool_frames({"train": df}, workers, tmp_path, shares)
     rows = feeds["train"].rows
-    # Round-robin: each input partition spreads evenly, so workers differ by at most one row per
-    # input partition, far below one batch.
-    assert sum(rows) == n and max(rows) - min(rows) <= df.rdd.getNumPartitions() < batch
+    # Exact shares: workers differ by at most one row, far below one batch.
+    assert sum(rows) == n and max(rows) - min(rows) <= 1
     per = [math.ceil(r / batch) for r in rows]
     assert context(feeds, mode="ps").steps_per_epoch(batch) == sum(per)
     assert context(feeds).steps_per_epoch(batch) == max(per)
@@ -346,13 +360,59 @@ def test_skewed_input_is_balanced_within_one_batch(spark, tmp_path, layout):
         assert got == per[w]
 
 
-def test_several_named_dataframes_each_fed_by_name(spark, tmp_path):
+def test_many_ragged_partitions_are_dealt_to_within_one_row(spark, tmp_path, shares):
+    from pyspark.sql import functions as F
+
+    workers = 4
+    sizes = np.random.default_rng(5).integers(0, 121, 160)
+    # Partition p holds ids [start_p, start_p + size_p): one input partition per slice.
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    slices = spark.sparkContext.parallelize([(int(a), int(b)) for a, b in zip(starts, sizes)], 160)
+    df = (spark.createDataFrame(slices, "a long, n long").where("n > 0")
+          .select(F.explode(F.sequence("a", F.col("a") + F.col("n") - 1)).alias("id")))
+    n = int(sizes.sum())
+    assert df.rdd.getNumPartitions() == 160
+    feeds = spool_frames({"train": df}, workers, tmp_path, shares)
+    rows = feeds["train"].rows
+    assert sum(rows) == n and set(rows) <= {n // workers, n // workers + 1}, rows
+    got = read_all(feeds, features=["id"], shuffle=False)
+    assert sorted(np.concatenate([t.numpy() for t in got["id"]]).tolist()) == list(range(n))
+    # Spark's round-robin on the same input misses an even split by several rows.
+    rr = df.repartition(workers).groupBy(F.spark_partition_id()).count().collect()
+    assert max(r["count"] for r in rr) - min(r["count"] for r in rr) > 2
+
+
+def test_a_rerun_partition_deals_its_rows_as_the_first_attempt_did(spark, shares):
+    """A map task Spark reruns (executor loss) sees its rows in another order; it must still send
+    each row to the same worker, or that row would be fed twice and another never."""
+    from pyspark.sql import functions as F
+
+    from elearn.shares import KEY, deal, share_keys
+
+    workers = 3
+    keys = share_keys(spark, workers)
+    assert len(set(keys)) == workers
+    src = spark.range(0, 1_000, numPartitions=5).select("id", (F.col("id") % 7).alias("g"))
+
+    def dealt(df):
+        out = deal(df, "train", workers, keys, shares).select(F.spark_partition_id().alias("p"), "id", KEY)
+        return {(r.p, r.id): r[KEY] for r in out.collect()}
+
+    first = dealt(src)
+    # The same partitions, each in another row order (descending ids), dealt again.
+    again = dealt(src.sortWithinPartitions(F.col("id").desc()))
+    assert first == again
+    counts = Counter(first.values())
+    assert set(counts) == set(keys) and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_several_named_dataframes_each_fed_by_name(spark, tmp_path, shares):
     from pyspark.sql import functions as F
 
     train = spark.range(500).select("id", (F.col("id") * 2.0).alias("y"))
     val = spark.range(1000, 1120).select("id", F.col("id").cast("string").alias("tag"),
                                          (F.col("id") % 2 == 0).alias("y"))
-    feeds = spool_frames({"train": train, "validation": val}, 2, tmp_path)
+    feeds = spool_frames({"train": train, "validation": val}, 2, tmp_path, shares)
     assert sorted(feeds) == ["train", "validation"]
     ctx = context(feeds)
     assert ctx.rows("train") == 500 and ctx.rows("validation") == 120
