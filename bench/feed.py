@@ -218,24 +218,24 @@ def main():
     root = a.dir or tempfile.mkdtemp(prefix="elearn-bench-")
     zk = EmbeddedZooKeeper(os.path.join(root, "zk")).start()
 
-    def shares(k):  # a fresh counter per pass, as each application has
-        return Coordination(zk.hosts, [], f"/elearn/bench-{k}/shares")
-
-    shuffle_rr = shuffle_exact = float("inf")
-    for round_ in range(a.repeat):
-        t_rr, n_rr = timed(lambda: floor_pass(plan_feed({"train": df}, a.workers)[0]))
-        t_ex, n_ex = timed(lambda: floor_pass(plan_feed({"train": df}, a.workers, shares(round_))[0]))
-        assert n_rr == n_ex == a.rows, (n_rr, n_ex)
-        shuffle_rr, shuffle_exact = min(shuffle_rr, t_rr), min(shuffle_exact, t_ex)
-        print(f"round {round_ + 1}: (0) shuffle round-robin {t_rr:.2f}s, exact shares {t_ex:.2f}s", flush=True)
-    frame, plan = plan_feed({"train": df}, a.workers, shares("fed"))
-    frame = frame.cache()
-    frame.count()  # the shuffle of repartition is shared by every pass below, not timed in any
-    print(f"{a.rows:,} rows, {len(df.columns)} columns ({a.variant}), {a.workers} workers; "
-          f"frame cached in {t_cache:.1f}s", flush=True)
-
     results = {}
     try:
+        def shares(k):  # a fresh counter per pass, as each application has
+            return Coordination(zk.hosts, [], f"/elearn/bench-{k}/shares")
+
+        shuffle_rr = shuffle_exact = float("inf")
+        for round_ in range(a.repeat):
+            t_rr, n_rr = timed(lambda: floor_pass(plan_feed({"train": df}, a.workers)[0]))
+            t_ex, n_ex = timed(lambda: floor_pass(plan_feed({"train": df}, a.workers, shares(round_))[0]))
+            assert n_rr == n_ex == a.rows, (n_rr, n_ex)
+            shuffle_rr, shuffle_exact = min(shuffle_rr, t_rr), min(shuffle_exact, t_ex)
+            print(f"round {round_ + 1}: (0) shuffle round-robin {t_rr:.2f}s, exact shares {t_ex:.2f}s", flush=True)
+        frame, plan = plan_feed({"train": df}, a.workers, shares("fed"))
+        frame = frame.cache()
+        frame.count()  # the shuffle of repartition is shared by every pass below, not timed in any
+        print(f"{a.rows:,} rows, {len(df.columns)} columns ({a.variant}), {a.workers} workers; "
+              f"frame cached in {t_cache:.1f}s", flush=True)
+
         timed(lambda: floor_pass(frame))  # warm the Python workers
         # (1), (2) and (4) alternate for --repeat rounds and keep each one's best time: on a
         # shared machine a single pass measures the neighbours as much as the feed.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from elearn.errors import FeedError
-from elearn.shares import KEY, deal, share_keys
 from elearn.runtime.feedspec import FeedColumn, plan_columns
+from elearn.shares import KEY, deal, share_keys
 
 TAG = "_elearn_ds"
 

@@ -73,32 +73,26 @@ def _dealer(name, workers, keys, coordination):
         key_of = np.asarray(keys, dtype=np.int64)
         part = TaskContext.get().partitionId()
 
-        def keyed(batch, first_place):
-            places = (first_place + np.arange(batch.num_rows)) % workers
-            return batch.append_column(KEY, pa.array(key_of[places]))
+        def keyed(batches, place):
+            for batch in batches:
+                places = (place + np.arange(batch.num_rows)) % workers
+                yield batch.append_column(KEY, pa.array(key_of[places]))
+                place += batch.num_rows
 
         # Rows of the current incomplete block (fewer than `workers`), held until it completes.
         held, held_rows, seen = [], 0, 0
         for batch in batches:
-            seen += batch.num_rows
-            complete = seen - seen % workers            # rows before the current block
-            take = complete - (seen - batch.num_rows)   # of this batch, rows in complete blocks
+            start, seen = seen, seen + batch.num_rows
+            take = seen - seen % workers - start        # of this batch, rows in complete blocks
             if take > 0:
-                place = (seen - batch.num_rows - held_rows) % workers
-                for small in held:
-                    yield keyed(small, place)
-                    place += small.num_rows
+                yield from keyed(held + [batch.slice(0, take)], start - held_rows)
                 held, held_rows = [], 0
-                yield keyed(batch.slice(0, take), place)
                 batch = batch.slice(take)
             if batch.num_rows:
                 held.append(batch)
                 held_rows += batch.num_rows
         if held_rows:
-            place = take_places(coordination, name, part, held_rows)
-            for small in held:
-                yield keyed(small, place)
-                place += small.num_rows
+            yield from keyed(held, take_places(coordination, name, part, held_rows))
     return run
 
 
