@@ -404,9 +404,15 @@ def test_a_rerun_partition_deals_its_rows_as_the_first_attempt_did(spark, shares
         table = pa.Table.from_batches(list(batches))
         yield from table.take(list(range(table.num_rows - 1, -1, -1))).to_batches()
 
-    first = dealt(src)
-    # The same partitions, each with its rows in reverse order, dealt again.
-    again = dealt(src.mapInArrow(reversed_rows, src.schema))
+    # Arrow batches of 7 rows: blocks of 3 straddle batches, as they do in 10,000-row batches.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
+    try:
+        first = dealt(src)
+        # The same partitions, each with its rows in reverse order, dealt again.
+        again = dealt(src.mapInArrow(reversed_rows, src.schema))
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert len(first) == 1_000 and sorted(i for _, i in first) == list(range(1_000))
     assert first == again
     counts = Counter(first.values())
     assert set(counts) == set(keys) and max(counts.values()) - min(counts.values()) <= 1
