@@ -1,7 +1,6 @@
 """The one class users subclass, and how a job file is turned into it."""
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 import sys
@@ -61,21 +60,6 @@ class SparkTFJob:
 
         return tf.distribute.experimental.partitioners.MinSizePartitioner(
             min_shard_bytes=256 << 10, max_shards=max(1, num_ps))
-
-
-def parse_job_args(pairs) -> dict:
-    """``["lr=0.1", "name=x"]`` -> ``{"lr": 0.1, "name": "x"}``; values are Python literals if they parse."""
-    if isinstance(pairs, dict):
-        return dict(pairs)
-    from elearn.config import parse_kv
-
-    out = {}
-    for key, value in parse_kv(pairs, "--arg").items():
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def load_job_class(path: str, class_name: str | None = None) -> type:

@@ -12,7 +12,7 @@ from elearn.console import Console
 from elearn.config import SubmitOptions
 from elearn.errors import ElearnError, JobError, UserCodeError
 from elearn.feed import normalize_frames, plan_feed
-from elearn.job import SparkTFJob, load_job_class, parse_job_args
+from elearn.job import SparkTFJob, load_job_class
 from elearn.jvmcache import fresh_jvm_class_cache
 from elearn.tfimport import stderr_to
 from elearn.summary import build_summary, summary_lines, write_summary
@@ -68,10 +68,7 @@ def submit(job, **options) -> SubmitResult:
     Failures in the user's code or the cluster come back as ``status="failed"`` with ``error``
     and ``traceback``; invalid options and job files raise ``ElearnError`` at once.
     """
-    if "args" in options:
-        options["args"] = parse_job_args(options["args"])
     opts = SubmitOptions.from_kwargs(**options)
-    opts.validate()
     if not opts.tf_log:
         # TensorFlow's C++ logging is read once, at import: set it before anything imports TF.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
