@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+from rich.markup import escape
 
 def _is_terminal() -> bool:
     try:
@@ -41,7 +42,8 @@ class Console:
             return
         with self._lock:
             if self._rich is not None:
-                self._rich.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] [bold cyan]elearn[/] {msg}")
+                # The message is text, not markup: "[b]" or "[/x]" in it must print as written.
+                self._rich.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] [bold cyan]elearn[/] {escape(msg)}")
             else:
                 print(time.strftime("[elearn %H:%M:%S] ") + msg, flush=True)
 
@@ -52,10 +54,10 @@ class Console:
         if self._rich is not None:
             with self._lock:
                 if self._status is None:
-                    self._status = self._rich.status(msg)
+                    self._status = self._rich.status(escape(msg))
                     self._status.start()
                 else:
-                    self._status.update(msg)
+                    self._status.update(escape(msg))
             return
         now = time.monotonic()
         if force or now - self._last.get(key, 0.0) >= self.interval:
