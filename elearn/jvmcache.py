@@ -12,6 +12,15 @@ fatal.
 The archive lives outside ``ELEARN_HOME`` (it is a property of the machine's Java and Spark, not
 of any application): ``$ELEARN_JVM_CACHE``, else ``$XDG_CACHE_HOME/elearn/jvm``, else
 ``~/.cache/elearn/jvm``. ``ELEARN_JVM_CACHE=off`` disables it.
+
+Each distinct install (a new pyspark, another Java, another driver class path) gets its own archive
+of about 140 MB, so the folder keeps only the ``KEEP`` archives used most recently (an archive's
+modification time is touched whenever a JVM starts with it) and removes the rest, along with the
+temporary files of dumps that never finished.
+
+Writing the archive makes the JVM log one ``[warning][cds]`` line per class it cannot archive (classes
+of signed jars, old class-file versions): 600-700 lines on stdout at exit. They say nothing a user
+can act on, so CDS logging is turned off for the driver JVM.
 """
 from __future__ import annotations
 
@@ -20,8 +29,13 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 
 log = logging.getLogger(__name__)
+
+KEEP = 2                      # archives kept, most recently used first
+QUIET = "-Xlog:cds*=off"      # no per-class CDS warnings on the console
+STALE_TMP_SECONDS = 3600      # a dump's temporary file older than this belongs to a dead JVM
 
 
 def cache_root() -> str | None:
@@ -85,7 +99,8 @@ class SparkClassCache:
             return ""
         if self._usable():
             self.in_use = True
-            return f"-XX:SharedArchiveFile={self.path} -Xshare:auto"
+            _touch(self.path)  # most recently used: kept when the folder is pruned
+            return f"{QUIET} -XX:SharedArchiveFile={self.path} -Xshare:auto"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         except OSError:
@@ -94,7 +109,7 @@ class SparkClassCache:
         # first runs never see each other's half-written archive.
         self._tmp = f"{self.path}.{os.getpid()}.tmp"
         self.dumping = True
-        return f"-XX:ArchiveClassesAtExit={self._tmp}"
+        return f"{QUIET} -XX:ArchiveClassesAtExit={self._tmp}"
 
     def discard(self) -> None:
         """Forget an archive the JVM could not start with; the next clean run writes a new one."""
@@ -141,6 +156,7 @@ class SparkClassCache:
                 with open(self.path + ".size", "w") as f:
                     f.write(str(size))
                 os.replace(self._tmp, self.path)
+                prune(os.path.dirname(self.path))
                 return True
         except Exception as exc:
             log.info("no JVM class-data archive this time: %s", exc)
@@ -150,6 +166,36 @@ class SparkClassCache:
             if os.path.exists(self._tmp):
                 os.remove(self._tmp)
         return False
+
+def _touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune(root: str, keep: int = KEEP) -> list[str]:
+    """Remove all but the ``keep`` most recently used archives in ``root``, and dead dumps' files."""
+    archives = sorted(glob.glob(os.path.join(root, "spark-driver-*.jsa")),
+                      key=lambda p: os.path.getmtime(p) if os.path.exists(p) else 0, reverse=True)
+    removed = []
+    for path in archives[keep:]:
+        for name in (path, path + ".size"):
+            try:
+                os.remove(name)
+                removed.append(name)
+            except OSError:
+                pass
+    now = time.time()
+    for tmp in glob.glob(os.path.join(root, "spark-driver-*.tmp")):
+        try:
+            if now - os.path.getmtime(tmp) > STALE_TMP_SECONDS:
+                os.remove(tmp)
+                removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
 
 def fresh_jvm_class_cache(conf: dict) -> SparkClassCache | None:
     """A cache for the JVM this process is about to start; None if pyspark's gateway already runs."""

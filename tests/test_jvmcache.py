@@ -61,3 +61,40 @@ def test_off_switch(tmp_path, monkeypatch):
     monkeypatch.setenv("ELEARN_JVM_CACHE", "off")
     cache = SparkClassCache({})
     assert cache.java_options() == "" and not cache.dumping
+
+
+def test_first_run_prints_no_jvm_warnings_leaves_nothing_and_the_cache_stays_bounded(tmp_path, pl_submit):
+    """The first submit on a machine writes the archive: its console has no CDS lines and nothing
+    of it is alive half a second after pl_submit exits. Archives of other installs (another
+    driver class path changes the fingerprint as another pyspark or Java would) are pruned to
+    the cache's bound, the most recently used kept."""
+    from conftest import job
+
+    from elearn.jvmcache import KEEP
+
+    cache = tmp_path / "jvm-cache"
+    cache.mkdir()
+    run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 1, "--arg", "rows=2000",
+                    "--arg", "epochs=1", env={"ELEARN_JVM_CACHE": str(cache)}, check_orphans=False)
+    assert run.returncode == 0, run.output[-3000:]
+    assert "first start of this Spark on this machine" in run.stdout
+    assert "[cds]" not in run.output and "[warning]" not in run.output
+    from conftest import assert_no_orphans
+
+    assert_no_orphans(run.tag, timeout=0.5)
+    first = sorted(p.name for p in cache.glob("spark-driver-*.jsa"))
+    assert len(first) == 1
+    for extra in ("a", "b"):
+        env = {**os.environ, "ELEARN_JVM_CACHE": str(cache)}
+        script = START.replace("fresh_jvm_class_cache({})",
+                               f"fresh_jvm_class_cache({{'spark.driver.extraClassPath': '/nowhere/{extra}.jar'}})")
+        script = script.replace('build_session("jvmcache-test", "local[1]", {},',
+                                f'build_session("jvmcache-test", "local[1]", '
+                                f'{{"spark.driver.extraClassPath": "/nowhere/{extra}.jar"}},')
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                             cwd=cache, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout.strip().splitlines()[-1])["kept"]
+    left = sorted(p.name for p in cache.glob("spark-driver-*.jsa"))
+    assert len(left) == KEEP and first[0] not in left  # the least recently used one went
+    assert len(list(cache.glob("*.size"))) == KEEP
