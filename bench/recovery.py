@@ -41,7 +41,7 @@ def tf_node(tag, role):
                 env = f.read().decode(errors="replace")
         except OSError:
             continue
-        if "elearn.runtime.node" in cmd and f'"role": "{role}", "index": 0' in env:
+        if "elearn.runtime.tf_server" in cmd and f'"role": "{role}", "index": 0' in env:
             return pid
     return None
 

@@ -17,10 +17,16 @@ import time
 from elearn.config import SubmitOptions, elearn_home
 from elearn.console import Console
 from elearn.errors import KilledError, UserCodeError
+from elearn.jsonlines import append_record
 from elearn.registry import AppRegistry, app_credentials
 from elearn.zookeeper import EmbeddedZooKeeper, connect
 
 log = logging.getLogger(__name__)
+
+# Where nodes on other hosts keep their spools and logs, relative to their executor's working
+# directory. Not a valid Python package name: a folder named like one ("elearn") in the working
+# directory would shadow an editable install of elearn on the executor's import path.
+NODE_DIR = "elearn-nodes"
 
 
 class Application:
@@ -36,19 +42,60 @@ class Application:
         self.node_dir = os.path.join(self.dir, "nodes")
         self.zk: EmbeddedZooKeeper | None = None
         self.zk_hosts: str | None = None
+        self.zk_auth: list | None = None
         self.client = None
         self.registry: AppRegistry | None = None
         self.spark = None
+        self.class_cache = None       # the driver JVM's class-data archive (elearn.jvmcache)
+        self.tensorboard = None
         self.master = "local"
         self.threads: list[threading.Thread] = []
         self.timings: dict[str, float] = {}
         self._t0 = time.time()
         self._final_state = "failed"
+        self._kill_checked = 0.0
+        self._released = self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "Application":
         os.makedirs(self.dir, exist_ok=True)
         return self
+
+    def start(self) -> None:
+        """Check the cluster can run the nodes, then start ZooKeeper and Spark side by side (both
+        take seconds), and TensorBoard if asked."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from elearn.jvmcache import fresh_jvm_class_cache
+        from elearn.session import build_session, check_slots, default_master, with_environment
+        from elearn.tfimport import stderr_to
+
+        opts, say = self.opts, self.console.say
+        say(f"application {self.id} ({opts.mode} mode: {opts.ps} ps, {opts.workers} workers); "
+            f"logs and state in {self.dir}")
+        self.master = opts.master or default_master(opts.ps + opts.workers, opts.max_restarts)
+        conf = self.backend.spark_conf(opts, self.master, opts.conf, say)
+        check_slots(self.master, opts.ps, opts.workers, conf)  # spark.task.cpus counts
+        conf = with_environment(opts, self.master, conf, say)
+        with ThreadPoolExecutor(1, thread_name_prefix="elearn-zk") as pool:
+            zk_started = pool.submit(self.start_zookeeper)
+            try:
+                # The JVM inherits this stderr for life: its start-up chatter and later Spark
+                # errors go to spark.log in the application directory (--tf-log: the console).
+                spark_log = None if opts.tf_log else os.path.join(self.dir, "spark.log")
+                self.class_cache = fresh_jvm_class_cache(conf)
+                with stderr_to(spark_log):
+                    self.spark = build_session(self.id, self.master, conf, quiet=not opts.tf_log,
+                                               class_cache=self.class_cache)
+                if self.class_cache is not None and self.class_cache.dumping:
+                    say("first start of this Spark on this machine: its driver JVM's classes are "
+                        f"saved to {self.class_cache.path} at exit, to start faster next time")
+            finally:
+                zk_started.result()
+        if opts.tensorboard:
+            self.start_tensorboard()
+        say(f"Spark {self.spark.version} on {self.master}")
+        self.mark("spark")
 
     def start_zookeeper(self) -> None:
         self.zk_auth, acl = app_credentials(os.path.join(self.dir, "zk-secret"))
@@ -76,31 +123,66 @@ class Application:
         self.tensorboard = TensorBoard(self.log_dir, os.path.join(self.dir, "tensorboard.log")).start()
         self.console.say(f"TensorBoard: {self.tensorboard.url} (logs in {self.log_dir})")
 
-    def node_spec(self, loopback: bool) -> dict:
-        """What every daemon needs to know, shipped to the Spark tasks."""
-        node_dir = self.node_dir if loopback else os.path.join("elearn", self.id)
-        zk = self.zk_hosts
-        if self.zk is not None and not loopback:
-            # The embedded server listens on every interface: nodes on other hosts reach it at the
-            # driver's address, the one Spark's executors already use to reach the driver.
-            host = os.environ.get("ELEARN_HOST") or self.spark.conf.get("spark.driver.host")
-            zk = f"{host}:{self.zk.port}"
-        return {"zk": zk, "zk_auth": self.zk_auth, "app_id": self.id, "node_dir": node_dir, "loopback": loopback,
-                "register_timeout": self.opts.register_timeout, "max_restarts": self.opts.max_restarts,
-                "feed_timeout": self.opts.feed_timeout, "heartbeat_timeout": self.opts.heartbeat_timeout,
-                "tf_log": self.opts.tf_log}
+    @property
+    def backend(self):
+        """The mode's backend: its configuration and the hooks every shared part calls."""
+        if self.opts.mode == "ps":
+            from elearn.ps import PSBackend
+
+            return PSBackend(self.opts.ps)
+        from elearn.mpi import AllreduceBackend
+
+        return AllreduceBackend(self.opts.workers, heartbeat_timeout=self.opts.heartbeat_timeout)
+
+    @property
+    def advertised_host(self) -> str:
+        """The address other hosts reach this driver at (loopback when every node runs here)."""
+        if self.single_host:
+            return "127.0.0.1"
+        return os.environ.get("ELEARN_HOST") or self.spark.conf.get("spark.driver.host")
+
+    def zk_for_nodes(self) -> str:
+        """ZooKeeper as the nodes reach it: the embedded server listens on every interface, so
+        nodes on other hosts reach it at the driver's address, the one Spark's executors use."""
+        if self.zk is None or self.single_host:
+            return self.zk_hosts
+        return f"{self.advertised_host}:{self.zk.port}"
+
+    def node_spec(self, plan, train=None):
+        """What every node's Spark task needs (``elearn.specs.NodeSpec``)."""
+        from elearn.specs import NodeSpec
+
+        node_dir = self.node_dir if self.single_host else os.path.join(NODE_DIR, self.id)
+        return NodeSpec(app_id=self.id, zk=self.zk_for_nodes(), zk_auth=tuple(map(tuple, self.zk_auth)),
+                        node_dir=node_dir, same_host=self.single_host, backend=self.backend, plan=plan,
+                        register_timeout=self.opts.register_timeout, feed_timeout=self.opts.feed_timeout,
+                        max_restarts=self.opts.max_restarts, tf_log=self.opts.tf_log, train=train)
+
+    def train_spec(self, job, plan, trainer_on_driver_host: bool):
+        """What the processes running ``train`` need (``elearn.specs.TrainSpec``); the application's
+        own files are written directly only by a process on this host."""
+        from elearn.shipping import pack_job, job_paths
+        from elearn.specs import TrainSpec
+
+        here = trainer_on_driver_host
+        return TrainSpec(job=pack_job(job), backend=self.backend, num_workers=self.opts.workers,
+                         num_ps=self.opts.ps, plan=plan, checkpoint_dir=self.checkpoint_dir,
+                         model_dir=self.model_dir, log_dir=self.log_dir, fill=dict(self.opts.fill),
+                         sys_path=tuple(job_paths(job)),
+                         events=self.events_path if here else None,
+                         metrics=self.metrics_path if here else None,
+                         checkpoint_every=self.opts.checkpoint_every, tf_log=self.opts.tf_log)
 
     def share_coordination(self):
         """How the feed's map tasks reach this application's ZooKeeper to deal exact shares."""
         from elearn.shares import Coordination
 
-        spec = self.node_spec(loopback=self.single_host)
-        return Coordination(spec["zk"], spec["zk_auth"], f"{self.registry.base}/shares")
+        return Coordination(self.zk_for_nodes(), self.zk_auth, f"{self.registry.base}/shares")
 
     def check_killed(self) -> None:
         """Raise KilledError once ``pl_submit kill`` asked for it (checked at most once a second)."""
         now = time.monotonic()
-        if self.registry is None or now - getattr(self, "_kill_checked", 0.0) < 1.0:
+        if self.registry is None or now - self._kill_checked < 1.0:
             return
         self._kill_checked = now
         try:
@@ -185,9 +267,12 @@ class Application:
     def events_path(self) -> str:
         return os.path.join(self.dir, "events.jsonl")
 
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.dir, "metrics.jsonl")
+
     def event(self, kind: str, **fields) -> None:
-        with open(self.events_path, "a") as f:
-            f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
+        append_record(self.events_path, kind, **fields)
 
     def succeeded(self) -> None:
         self._final_state = "done"
@@ -200,7 +285,7 @@ class Application:
 
         Frees the Spark task slots the nodes held while keeping Spark itself up (``post_train``).
         """
-        if getattr(self, "_released", False):
+        if self._released:
             return
         self._released = True
         if self.registry is not None:
@@ -217,7 +302,7 @@ class Application:
                 t.join(10)
 
     def close(self, join_timeout: float = 30.0) -> None:
-        if getattr(self, "_closed", False):
+        if self._closed:
             return
         self._closed = True
         t0 = time.monotonic()
@@ -240,11 +325,11 @@ class Application:
             except Exception:
                 pass
             self.spark = None
-            if getattr(self, "class_cache", None) is not None:
-                self.class_cache.finish(keep=getattr(self, "_final_state", None) == "done")
+            if self.class_cache is not None:
+                self.class_cache.finish(keep=self._final_state == "done")
         if self.zk is not None:
             self.zk.stop()
-        if getattr(self, "tensorboard", None) is not None:
+        if self.tensorboard is not None:
             self.tensorboard.stop()
         try:
             os.remove(self.running_file)

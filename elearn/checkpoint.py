@@ -2,10 +2,19 @@
 
 A thin layer over ``tf.train.CheckpointManager``, which writes the checkpoint files first and the
 ``checkpoint`` index last, so a crash during a save leaves the previous checkpoint as "latest".
+Both ``ctx.checkpoint`` (custom loops) and the checkpoints elearn adds to every Keras ``fit``
+(``elearn.keras_fit``) are :class:`Checkpointer` objects, so they save and restore alike.
+
+Where the bytes are written is decided by ``options`` (``tf.train.CheckpointOptions``): in PS mode
+the variables live on the parameter servers, and without an I/O device TensorFlow's ``SaveV2`` would
+run there and write to the PS host's disk; the PS backend names the chief's device instead, the host
+where the checkpoint directory is.
 """
 from __future__ import annotations
 
 import time
+
+from elearn.tfimport import quiet_tf_warnings
 
 
 class Checkpointer:
@@ -18,7 +27,9 @@ class Checkpointer:
 
     def __init__(self, directory: str, objects: dict, *, every_steps: int | None = None,
                  every_seconds: float | None = None, max_to_keep: int = 3, coordinator=None,
-                 on_save=None):
+                 on_save=None, restore_from: str | None = None, options=None, announce: bool = True):
+        """``restore_from``: where the latest checkpoint is read from when it is not ``directory``
+        (an allreduce worker other than the chief restores the chief's and writes its own)."""
         import tensorflow as tf
 
         if every_steps is None and every_seconds is None:
@@ -26,14 +37,16 @@ class Checkpointer:
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self._coordinator = coordinator
         self._on_save = on_save
+        self._options = options
         self._step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="elearn_step")
         self.checkpoint = tf.train.Checkpoint(elearn_step=self._step_var, **objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
-        self.restored_from = self.manager.latest_checkpoint
+        self.restored_from = tf.train.latest_checkpoint(restore_from) if restore_from \
+            else self.manager.latest_checkpoint
         if self.restored_from:
-            self.checkpoint.restore(self.restored_from)
+            self.checkpoint.restore(self.restored_from, options=options)
         self.step = int(self._step_var.numpy())
-        if self.restored_from:
+        if self.restored_from and announce:
             print(f"[elearn] resuming from checkpoint {self.restored_from} (step {self.step})", flush=True)
             if on_save is not None:
                 on_save(self.step, self.restored_from, restored=True)
@@ -49,7 +62,8 @@ class Checkpointer:
         if self._coordinator is not None:
             self._coordinator.join()
         self._step_var.assign(step)
-        path = self.manager.save(checkpoint_number=step)
+        with quiet_tf_warnings():  # retracing notes about TF's own saver, nothing to act on
+            path = self.manager.save(checkpoint_number=step, options=self._options)
         self.step, self._last_step, self._last_time = step, step, time.monotonic()
         if self._on_save is not None:
             self._on_save(step, path)

@@ -88,6 +88,10 @@ class SubmitOptions:
     model_dir: str | None = _opt(None, "Where the model returned by train() is exported.", "Job", "DIR")
     work_dir: str | None = _opt(None, "Root of the per-application directory (logs, events, summary). "
                                       "Default ~/.elearn/apps.", "Job", "DIR")
+    checkpoint_every: str = _opt("epoch", "Checkpoints elearn takes of every Keras fit in train, "
+                                          "restored after a restart: epoch, or also every N steps "
+                                          "(500) or every so long (90s, 10m, 1h), or off.",
+                                 "Waits and recovery", "WHEN")
     register_timeout: float = _opt(120.0, "Seconds to wait for every node to register before failing.",
                                    "Waits and recovery", "SECONDS")
     feed_timeout: float = _opt(3600.0, "Seconds to wait for the workers to spool the DataFrame.",
@@ -148,6 +152,9 @@ class SubmitOptions:
             require_horovod()  # raises, saying why and what it would take
         if self.runtime != "tf":
             raise ElearnError(f"--runtime {self.runtime!r}: the runtime is tf (MultiWorkerMirroredStrategy)")
+        from elearn.keras_fit import CheckpointEvery
+
+        CheckpointEvery.parse(self.checkpoint_every)
         if self.app_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", self.app_name):
             raise ElearnError(f"--app-name {self.app_name!r}: use letters, digits, '.', '_' and '-'")
         return self

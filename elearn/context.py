@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from elearn.errors import FeedError
-from elearn.feed import FeedInfo
+from elearn.jsonlines import append_record
+from elearn.runtime.feedspec import FeedInfo
 
 
 @dataclass
@@ -17,7 +18,8 @@ class TrainContext:
         strategy: the ``tf.distribute`` strategy to build the model under (``ctx.strategy.scope()``).
         mode: ``"ps"`` (ParameterServerStrategy, ``train`` runs in a coordinator process on the
             driver host, TF's chief) or ``"allreduce"`` (MultiWorkerMirroredStrategy, ``train``
-            runs in every worker's TF process).
+            runs in every worker's TF process); ``backend`` is that mode's object, which decides
+            what differs between the modes.
         task_type, task_index, is_chief: this process's place in the cluster.
         num_workers, num_ps: the cluster's size.
         checkpoint_dir, model_dir, log_dir: where checkpoints, the exported model and TensorBoard
@@ -28,7 +30,7 @@ class TrainContext:
     """
 
     strategy: Any
-    mode: str
+    backend: Any                     # elearn.ps.PSBackend | elearn.mpi.AllreduceBackend
     task_type: str
     task_index: int
     num_workers: int
@@ -41,14 +43,18 @@ class TrainContext:
     keras: Any = None
     feeds: dict = field(default_factory=dict)       # name -> FeedInfo
     fill: dict = field(default_factory=dict)         # job-level null fills
-    local_worker: int | None = None                  # allreduce: this worker's own spool index
     chief_checkpoint_dir: str | None = None          # allreduce: where every worker restores from
     events: Any = None                               # callable(kind, **fields) -> events file
     metrics_path: str | None = None                  # where report() keeps metrics for the summary
+    attempt: int = 0                                 # 0, then one more for every restart of train
+
+    @property
+    def mode(self) -> str:
+        return self.backend.name
 
     @property
     def is_chief(self) -> bool:
-        return self.task_type == "chief" or (self.mode == "allreduce" and self.task_index == 0)
+        return self.backend.is_chief(self.task_type, self.task_index)
 
     # -- progress -----------------------------------------------------------------------------
     def checkpoint(self, *, every_steps: int | None = None, every_seconds: float | None = None,
@@ -67,52 +73,71 @@ class TrainContext:
         checkpoint never holds half a step. In allreduce mode every worker restores the chief's
         latest checkpoint; only the chief's saves are kept.
         """
+        return self.checkpointer("", objects, every_steps=every_steps, every_seconds=every_seconds,
+                                 max_to_keep=max_to_keep)
+
+    def checkpointer(self, name: str, objects: dict, *, every_steps=None, every_seconds=None,
+                     max_to_keep: int = 3):
+        """The :class:`~elearn.checkpoint.Checkpointer` of ``objects`` in ``checkpoint_dir/name``:
+        restored from where this mode restores (an allreduce worker other than the chief restores
+        the chief's checkpoints), saved through this mode's I/O device."""
+        import os
+
         from elearn.checkpoint import Checkpointer
 
-        if self.mode == "allreduce" and not self.is_chief and self.chief_checkpoint_dir:
-            from elearn.mpi.backup import mirror_chief
+        directory = os.path.join(self.checkpoint_dir, name) if name else self.checkpoint_dir
+        root = self.backend.restore_root(self)
+        restore_from = None if root == self.checkpoint_dir else (os.path.join(root, name) if name else root)
+        return Checkpointer(directory, objects, every_steps=every_steps, every_seconds=every_seconds,
+                            max_to_keep=max_to_keep, coordinator=self.coordinator,
+                            on_save=self._on_checkpoint, restore_from=restore_from,
+                            options=self.backend.checkpoint_options(), announce=not name)
 
-            mirror_chief(self.chief_checkpoint_dir, self.checkpoint_dir)
-        return Checkpointer(self.checkpoint_dir, objects, every_steps=every_steps,
-                            every_seconds=every_seconds, max_to_keep=max_to_keep,
-                            coordinator=self.coordinator, on_save=self._on_checkpoint)
+    def record(self, kind: str, **fields) -> None:
+        """An event in the application's ``events.jsonl`` (written by the chief; ignored elsewhere)."""
+        if self.events is not None:
+            self.events(kind, **fields)
 
     def report(self, step: int | None = None, **metrics) -> None:
         """Show training progress on the driver's console and keep it for the final summary::
 
             ctx.report(step=step, loss=float(loss), examples_per_sec=rate)
         """
-        import json
-        import time as _time
+        import time
 
         if not self.is_chief:
             return
         values = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, bool)) else v)
                   for k, v in metrics.items()}
         if self.metrics_path:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps({"time": _time.time(), "step": step, **values}) + "\n")
+            append_record(self.metrics_path, step=step, **values)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-        print(_time.strftime("[elearn %H:%M:%S] ") + (f"step {step}: " if step is not None else "") + shown,
+        print(time.strftime("[elearn %H:%M:%S] ") + (f"step {step}: " if step is not None else "") + shown,
               flush=True)
 
-    def progress_callback(self, every_seconds: float = 10.0, batch_size: int | None = None):
-        """A Keras callback (for ``ctx.keras``) that reports step, examples/s, loss and metrics.
+    def note_step(self, step: int) -> None:
+        """Keep the step reached without showing it, so that a restart knows the steps it lost."""
+        if self.is_chief and self.metrics_path:
+            append_record(self.metrics_path, step=int(step))
 
-        PS mode reports once per epoch (tf_keras allows no batch-level callbacks there); allreduce
-        mode also every ``every_seconds``.
+    def progress_callback(self, every_seconds: float = 10.0, batch_size: int | None = None, keras=None):
+        """A Keras callback that reports step, examples/s, loss and metrics (``ctx.report``).
+
+        Every ``fit`` in ``train`` gets one already; pass your own to choose ``every_seconds``.
+        ``keras`` is the Keras module of the model (default ``ctx.keras``). PS mode reports once per
+        epoch (tf_keras allows no batch-level callbacks there); allreduce mode also every
+        ``every_seconds``.
         """
         from elearn.progress import make_progress_callback
 
-        return make_progress_callback(self, every_seconds, batch_size)
+        return make_progress_callback(self, every_seconds, batch_size, keras or self.keras)
 
     def tensorboard_callback(self, **kwargs):
         """``ctx.keras.callbacks.TensorBoard`` writing to ``log_dir`` (see ``--tensorboard``)."""
         return self.keras.callbacks.TensorBoard(log_dir=self.log_dir, **kwargs)
 
     def _on_checkpoint(self, step, path, restored=False):
-        if self.events is not None:
-            self.events("restore" if restored else "checkpoint", step=int(step), path=path)
+        self.record("restore" if restored else "checkpoint", step=int(step), path=path)
 
     # -- data ---------------------------------------------------------------------------------
     def _feed(self, name: str) -> FeedInfo:
@@ -133,8 +158,7 @@ class TrainContext:
         PS mode: every step is one batch on one worker, so the sum of each worker's batch count.
         Allreduce mode: all workers step together, so the largest worker's batch count.
         """
-        per_worker = [math.ceil(r / batch_size) for r in self._feed(name).rows]
-        return max(1, sum(per_worker) if self.mode == "ps" else max(per_worker))
+        return self.backend.steps_per_epoch([math.ceil(r / batch_size) for r in self._feed(name).rows])
 
     def dataset_fn(self, name: str = "train", *, label: str | None = None, features=None,
                    batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
@@ -154,8 +178,6 @@ class TrainContext:
 
             it = iter(ctx.coordinator.create_per_worker_dataset(ctx.dataset_fn(label="y")))
         """
-        import tensorflow as tf
-
         from elearn.runtime.reader import spool_dataset
 
         info = self._feed(name)
@@ -180,7 +202,7 @@ class TrainContext:
                             f"ctx.dataset(..., fill={{'{next(iter(sorted(nulls)))}': 0}}) or "
                             "--fill COL=VALUE, or drop them in pre_train (df.na.drop / df.na.fill).")
         if repeat is None:
-            repeat = self.mode == "ps"
+            repeat = self.backend.repeat
         if shuffle_buffer is not None and (not isinstance(shuffle_buffer, int) or shuffle_buffer < 1):
             raise FeedError(f"shuffle_buffer must be a number of rows of at least 1, got {shuffle_buffer!r}")
         per_chunk = max((math.ceil(r / c) for r, c in zip(info.rows, info.chunks) if r and c), default=1)
@@ -190,31 +212,14 @@ class TrainContext:
                       repeat=repeat, fill={c: v for c, v in fills.items() if c in used}, ragged=ragged,
                       list_lengths=info.list_lengths, drop_remainder=drop_remainder,
                       sizes=info.sizes, dense=tuple(dense))
-        columns = info.columns
         empty = [w for w, r in enumerate(info.rows) if r == 0]
         if empty and info.total_rows:
             # A worker with no rows would never yield a batch: fit and the collective would wait.
             raise FeedError(f"worker(s) {', '.join(map(str, empty))} received no rows of {name!r} "
                             f"({info.total_rows} rows over {len(info.rows)} workers): feed at "
                             "least as many rows as --workers")
-        if self.mode == "ps":
-            dirs, chunks = list(info.dirs), list(info.chunks)
-
-            def fn(input_context=None):
-                idx = tf.distribute.coordinator.experimental_get_current_worker_index()
-                return spool_dataset(tf.gather(tf.constant(dirs), idx),
-                                     tf.gather(tf.constant(chunks, tf.int64), idx), columns, **kwargs)
-        else:
-            me = self.local_worker if self.local_worker is not None else self.task_index
-            directory, n = info.dirs[me], info.chunks[me]
-
-            def fn(input_context=None):
-                ds = spool_dataset(directory, n, columns, **kwargs)
-                options = tf.data.Options()
-                # Each worker already holds its own partition: sharding again would drop rows.
-                options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-                return ds.with_options(options)
-        return fn
+        return self.backend.reader(self, info, lambda directory, chunks: spool_dataset(
+            directory, chunks, info.columns, **kwargs))
 
     def dataset(self, name: str = "train", **kwargs):
         """What ``ctx.keras`` ``Model.fit`` accepts in this mode; arguments as :meth:`dataset_fn`.
@@ -225,38 +230,20 @@ class TrainContext:
         ``steps_per_epoch=ctx.steps_per_epoch(batch_size)`` as in PS mode, so that every worker
         runs the same number of steps. ``repeat=False`` gives exactly one such epoch.
         """
-        if self.mode == "ps":
-            return self.keras.utils.experimental.DatasetCreator(self.dataset_fn(name, **kwargs))
-        import tensorflow as tf
-
-        # Workers whose partition is a batch short would leave the others waiting in the
-        # collective: each reads its own rows endlessly and an epoch is the largest worker's
-        # batch count (smaller partitions wrap around; no row is dropped).
-        one_epoch = kwargs.pop("repeat", True) is False
-        steps = self.steps_per_epoch(kwargs.get("batch_size", 32), name)
-        fn = self.dataset_fn(name, repeat=True, **kwargs)
-
-        def per_worker(input_context=None):
-            ds = fn(input_context)
-            if one_epoch:
-                ds = ds.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
-            return ds
-
-        # Per-worker datasets as they are: experimental_distribute_dataset would re-batch them.
-        return self.strategy.distribute_datasets_from_function(per_worker)
+        return self.backend.dataset(self, name, kwargs)
 
     def backup_callback(self, keras=None, save_freq="epoch"):
-        """Allreduce mode: a Keras ``BackupAndRestore`` callback that resumes after a restart.
+        """The checkpoint callback elearn adds to every ``fit`` by itself, to pass explicitly.
 
-        Add it to ``Model.fit``; after a restart of the group, fit continues from the epoch after
-        the last backup instead of from scratch::
+        Every ``fit`` in ``train`` already restores its latest checkpoint and saves one per epoch
+        (see ``--checkpoint-every``); pass this to choose ``save_freq`` (``"epoch"`` or a number of
+        steps) for one ``fit``::
 
-            model.fit(ds, epochs=4, steps_per_epoch=steps, callbacks=[ctx.backup_callback()])
+            model.fit(ds, epochs=4, steps_per_epoch=steps, callbacks=[ctx.backup_callback(save_freq=500)])
 
-        ``keras`` is the Keras module the model was built with (default ``ctx.keras``, Keras 3;
-        pass ``tf_keras`` for a tf_keras model). Only the chief's backup is kept, under
-        ``checkpoint_dir``; every worker restores from it.
+        ``keras`` is the Keras module the model was built with (default ``ctx.keras``).
         """
-        from elearn.mpi.backup import backup_callback
+        from elearn.keras_fit import CheckpointEvery, fit_checkpoint
 
-        return backup_callback(self, keras or self.keras, save_freq)
+        every = CheckpointEvery.parse(save_freq)
+        return fit_checkpoint(keras or self.keras, self, every)

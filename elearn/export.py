@@ -15,10 +15,11 @@ unchanged.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
+
+from elearn.tfimport import quiet_tf_warnings
 
 from elearn.errors import ElearnError
 
@@ -56,20 +57,6 @@ def export_model(model, model_dir: str) -> str | None:
     with quiet_tf_warnings():
         _save(model, model_dir)
     return model_dir
-
-
-@contextlib.contextmanager
-def quiet_tf_warnings():
-    """TensorFlow's Python warnings (about saving internals the user cannot act on) to ERROR only,
-    for the block; ``--tf-log`` (``ELEARN_TF_LOG=1``) lets them through."""
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    if os.environ.get("ELEARN_TF_LOG") != "1":
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _save(model, model_dir: str) -> None:

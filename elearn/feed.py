@@ -9,13 +9,9 @@ plan is lazy until the worker job runs on the executors.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from elearn.errors import FeedError
-from elearn.runtime.feedspec import FeedColumn, plan_columns
+from elearn.runtime.feedspec import TAG, FeedPlan, plan_columns
 from elearn.shares import KEY, deal, share_keys
-
-TAG = "_elearn_ds"
 
 
 def normalize_frames(result) -> dict:
@@ -39,18 +35,6 @@ def normalize_frames(result) -> dict:
     raise FeedError(f"pre_train must return a Spark DataFrame, a dict of named DataFrames, or None; "
                     f"it returned {kind}. Build the features with Spark and return the DataFrame "
                     "(convert pandas with spark.createDataFrame).")
-
-
-@dataclass
-class FeedPlan:
-    """Picklable: shipped to the worker tasks."""
-
-    names: list
-    columns: dict                      # name -> [FeedColumn dict]
-    single: bool = True
-
-    def feed_columns(self, name) -> list:
-        return [FeedColumn.from_dict(c) for c in self.columns[name]]
 
 
 def plan_feed(frames: dict, workers: int, coordination=None):
@@ -97,40 +81,3 @@ def plan_feed(frames: dict, workers: int, coordination=None):
     if not exact:
         return frame.repartition(workers), plan
     return frame.repartition(workers, KEY).drop(KEY), plan
-
-
-@dataclass
-class FeedInfo:
-    """One dataset as spooled across the workers: what ``TrainContext.dataset`` builds readers from."""
-
-    name: str
-    columns: list
-    dirs: list = field(default_factory=list)        # per worker index
-    chunks: list = field(default_factory=list)
-    rows: list = field(default_factory=list)
-    nulls: dict = field(default_factory=dict)       # column -> total nulls
-    list_lengths: dict = field(default_factory=dict)  # column -> (min, max)
-    sizes: dict = field(default_factory=dict)       # sparse vector column -> width
-
-    @property
-    def total_rows(self) -> int:
-        return sum(self.rows)
-
-    @staticmethod
-    def gather(name: str, plan: FeedPlan, metas: list) -> "FeedInfo":
-        """Merge the per-worker spool metadata (index order) of dataset ``name``."""
-        info = FeedInfo(name, plan.feed_columns(name))
-        for meta in metas:
-            info.dirs.append(meta["dir"])
-            info.chunks.append(meta["chunks"])
-            info.rows.append(meta["rows"])
-            for col, n in meta["nulls"].items():
-                info.nulls[col] = info.nulls.get(col, 0) + n
-            for col, width in meta.get("sizes", {}).items():
-                info.sizes[col] = max(info.sizes.get(col, 0), width)
-            for col, (lo, hi) in meta["list_lengths"].items():
-                if lo is None:
-                    continue
-                old = info.list_lengths.get(col)
-                info.list_lengths[col] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-        return info

@@ -1,21 +1,30 @@
-"""The Keras progress callback behind ``TrainContext.progress_callback``."""
+"""The Keras progress callback behind ``TrainContext.progress_callback`` (added to every ``fit``).
+
+It reports the global step, examples/s and Keras' logs through ``ctx.report`` at the end of every
+epoch and, where the mode allows batch-level callbacks with logs (allreduce), every
+``every_seconds`` within an epoch. In both modes it also notes the step reached about once a second
+without printing it, so a restart knows how many steps it lost even within an epoch. Under
+``ParameterServerStrategy`` a batch hook sees steps as they are scheduled, a few ahead of those done.
+"""
 from __future__ import annotations
 
 import time
 
+STEP_NOTE_SECONDS = 1.0
 
-def make_progress_callback(ctx, every_seconds: float, batch_size: int | None):
-    keras = ctx.keras
-    if keras is None:
-        import tf_keras as keras
 
-    class EpochProgress(keras.callbacks.Callback):
-        """Reports the global step, examples/s and Keras' logs at the end of every epoch."""
+def make_progress_callback(ctx, every_seconds: float, batch_size: int | None, keras):
+    class Progress(keras.callbacks.Callback):
+        _elearn_progress = True
 
         def __init__(self):
             super().__init__()
+            # Batch hooks under ParameterServerStrategy are allowed for callbacks that take the
+            # strategy's remote logs as they are; this one reads logs there only at epoch ends.
+            self._supports_tf_logs = True
             self.step = 0
-            self._t = time.monotonic()
+            self._epoch = 0
+            self._t = self._noted = time.monotonic()
             self._step_at_t = 0
 
         def _report(self, logs):
@@ -35,22 +44,19 @@ def make_progress_callback(ctx, every_seconds: float, batch_size: int | None):
             self.step = (epoch + 1) * ((self.params or {}).get("steps") or 0)
             self._report(logs)
 
-    if ctx.mode == "ps":
-        # tf_keras refuses batch-level callbacks under ParameterServerStrategy.
-        return EpochProgress()
-
-    class BatchProgress(EpochProgress):
-        """Also reports every ``every_seconds`` within an epoch."""
-
         def on_train_batch_end(self, batch, logs=None):
             # With steps_per_execution > 1 Keras calls this once per execution, with the index of
             # the execution's last batch: derive the global step from it rather than counting calls.
             per_epoch = (self.params or {}).get("steps") or 0
-            self.step = getattr(self, "_epoch", 0) * per_epoch + batch + 1
-            if time.monotonic() - self._t >= every_seconds:
+            self.step = self._epoch * per_epoch + batch + 1
+            now = time.monotonic()
+            if ctx.backend.batch_hooks and now - self._t >= every_seconds:
                 self._report(logs)
+            elif now - self._noted >= STEP_NOTE_SECONDS:
+                self._noted = now
+                ctx.note_step(self.step)
 
-    return BatchProgress()
+    return Progress()
 
 
 def _scalar(value) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
@@ -161,18 +160,3 @@ class AppRegistry:
             self.client.set(path, _dump(info))
         except NoNodeError:
             self.register(role, index, info)
-
-
-def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.2,
-               on_timeout: Callable[[], Exception] | None = None, on_poll: Callable[[], None] | None = None):
-    """Poll ``check`` until it returns something truthy; raise ``on_timeout()`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if on_poll is not None:
-            on_poll()
-        if time.monotonic() > deadline:
-            raise on_timeout() if on_timeout else TimeoutError(f"timed out after {timeout:.0f}s")
-        time.sleep(interval)

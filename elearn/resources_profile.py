@@ -68,31 +68,30 @@ def dynamic_allocation(conf: dict) -> bool:
     return str(conf.get("spark.dynamicAllocation.enabled", "false")).lower() == "true"
 
 
-def profile_conf(opts, master: str, mode: str, conf: dict, say=None) -> dict:
-    """Spark settings the requested shapes need, merged over ``conf`` (user settings win).
-
-    PS mode runs two ordinary jobs, so executor-level profiles with dynamic allocation work.
-    Allreduce mode runs one barrier stage, which Spark refuses under dynamic allocation (and so
-    with executor-level profiles): there every executor serves workers, so the worker's shape is
-    the application's executor shape (``allreduce_conf``). ``say`` reports what was applied.
-    """
-    if not profiles_requested(opts) or not supports_profiles(master):
-        if mode != "ps" and profiles_requested(opts) and say is not None:
-            say(f"--worker-cores/--worker-memory/--worker-gpus not applied: --master {master} runs "
-                "every task in this process")  # PS mode says so when it builds its profiles
-        return dict(conf)
-    if mode != "ps":
-        return allreduce_conf(opts, master, conf, say)
+def ps_conf(opts, master: str, conf: dict, say=None) -> dict:
+    """PS mode: the Spark settings the requested shapes need, merged over ``conf`` (user settings
+    win). PS mode runs two ordinary jobs, so executor-level profiles with dynamic allocation work;
+    where the master cannot apply profiles, ``build_profiles`` says so when it builds them."""
     out = dict(conf)
-    if "spark.dynamicAllocation.enabled" not in out:
+    if profiles_requested(opts) and supports_profiles(master) and "spark.dynamicAllocation.enabled" not in out:
         out["spark.dynamicAllocation.enabled"] = "true"
         out.setdefault("spark.dynamicAllocation.shuffleTracking.enabled", "true")
     return out
 
 
 def allreduce_conf(opts, master: str, conf: dict, say=None) -> dict:
-    """``--worker-*`` as executor and task settings: one worker task per executor, with all its
-    cores (TF uses them) and its GPUs."""
+    """Allreduce mode: ``--worker-*`` as executor and task settings, merged under ``conf``.
+
+    One barrier stage runs the workers, and Spark refuses barrier stages under dynamic allocation
+    (and so executor-level profiles): every executor serves workers, so the worker's shape is the
+    application's executor shape, one worker task per executor with all its cores (TF uses them)
+    and its GPUs. ``say`` reports what was applied.
+    """
+    if not supports_profiles(master):
+        if profiles_requested(opts) and say is not None:
+            say(f"--worker-cores/--worker-memory/--worker-gpus not applied: --master {master} runs "
+                "every task in this process")
+        return dict(conf)
     worker = shapes(opts)["worker"]
     wanted = {}
     if worker.cores:
@@ -226,5 +225,5 @@ def task_gpu_env() -> dict:
     return gpu_env(ctx.resources())
 
 
-__all__ = ["NodeShape", "shapes", "build_profiles", "profile_conf", "allreduce_conf", "cuda_visible_devices",
+__all__ = ["NodeShape", "shapes", "build_profiles", "ps_conf", "allreduce_conf", "cuda_visible_devices",
            "gpu_env", "task_gpu_env", "supports_profiles"]

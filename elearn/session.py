@@ -20,10 +20,6 @@ def default_master(nodes: int, max_restarts: int = 3) -> str:
     return f"local[{max(nodes, 1)},{max(2, max_restarts + 1)}]"
 
 
-def is_single_host(master: str) -> bool:
-    return master.startswith("local")
-
-
 def concurrent_slots(master: str) -> int | None:
     """Tasks the master runs at once, when the master string says; None for real clusters."""
     m = _LOCAL.match(master)
@@ -63,27 +59,18 @@ def _inherited_python() -> str | None:
     return value if value and os.path.isabs(value) else None
 
 
-def cluster_conf(opts, master: str, say=lambda msg: None) -> dict:
-    """``opts.conf`` plus what the shipped environment and the node shapes need.
+def with_environment(opts, master: str, conf: dict, say=lambda msg: None) -> dict:
+    """``conf`` plus what the shipped environment needs (``--archives``, ``--venv``, ``--conda-env``).
 
-    Checks (or packs) the environment first, so a bad archive fails before Spark starts.
+    Checks (or packs) the environment here, so a bad archive fails before Spark starts.
     """
     from elearn.envpack import resolve_environment
-    from elearn.resources_profile import profile_conf
 
-    conf = profile_conf(opts, master, opts.mode, opts.conf, say)
-    if opts.mode == "allreduce":
-        # Spark re-checks a barrier stage's slots every 15 s, 40 times, before failing: keep
-        # that within --register-timeout, where elearn turns the failure into the arithmetic.
-        conf.setdefault("spark.scheduler.barrier.maxConcurrentTasksCheck.interval", "2s")
-        conf.setdefault("spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures",
-                        str(max(1, int(opts.register_timeout // 2))))
-    env = resolve_environment(opts.archives, getattr(opts, "conda_env", None),
-                              getattr(opts, "venv", None), master, say)
-    if env is not None:
-        # Executors' Python workers, and the TF processes they start, run the unpacked interpreter.
-        conf.update(env.spark_conf(conf))
-    return conf
+    env = resolve_environment(opts.archives, opts.conda_env, opts.venv, master, say)
+    if env is None:
+        return conf
+    # Executors' Python workers, and the TF processes they start, run the unpacked interpreter.
+    return {**conf, **env.spark_conf(conf)}
 
 
 DRIVER_JIT_FLAGS = ("-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "

@@ -62,6 +62,13 @@ def pack_job(job) -> bytes:
                        "and locks out of the class and its instance") from exc
 
 
+def job_paths(job) -> list:
+    """The folder of the job's own file, where its sibling modules are imported from."""
+    module = sys.modules.get(type(job).__module__)
+    path = getattr(module, "__file__", None)
+    return [os.path.dirname(os.path.abspath(path))] if path else []
+
+
 def unpack_job(payload: bytes):
     from pyspark import cloudpickle
 

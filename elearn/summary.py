@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 
+from elearn.jsonlines import records
+
 PHASE_NAMES = {"zookeeper": "start", "spark": "start", "pre_train": "pre_train", "feed": "feed",
                "register": "register", "servers": "register", "train": "train", "post_train": "post_train",
                "teardown": "teardown"}
@@ -34,21 +36,9 @@ def phase_durations(marks: dict) -> dict:
     return out
 
 
-def _records(path: str):
-    """The JSON records of a JSON-lines file, skipping a line cut short by a crash."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
-
-
 def last_metrics(path: str) -> tuple[int | None, dict]:
     step, metrics = None, {}
-    for rec in _records(path):
+    for rec in records(path):
         step = rec.get("step", step)
         metrics.update({k: v for k, v in rec.items() if k not in ("step", "time")})
     return step, metrics
@@ -57,16 +47,15 @@ def last_metrics(path: str) -> tuple[int | None, dict]:
 def restarts_from_events(path: str) -> dict:
     """Restarts by cause as the events file recorded them (what a failed run has to go on)."""
     causes: dict = {}
-    for event in _records(path):
+    for event in records(path):
         if event.get("event") == "restart":
-            cause = str(event.get("cause") or event.get("reason") or "unknown")
-            cause = cause if event.get("in_place") else cause.split(" ")[0]
-            causes[cause] = causes.get(cause, 0) + 1
+            key = str(event.get("by") or "unknown")  # the node ("ps:0") or kind ("killed by SIGKILL")
+            causes[key] = causes.get(key, 0) + 1
     return {"total": sum(causes.values()), "by_cause": causes}
 
 
 def zookeeper_restarts(path: str) -> int:
-    return sum(1 for event in _records(path) if event.get("event") == "zookeeper_restart")
+    return sum(1 for event in records(path) if event.get("event") == "zookeeper_restart")
 
 
 def steps_lost(events_path: str, metrics_path: str) -> int:
@@ -74,10 +63,10 @@ def steps_lost(events_path: str, metrics_path: str) -> int:
 
     For each ``restore`` event: the highest step known before it minus the step restored.
     """
-    records = sorted(list(_records(events_path)) + list(_records(metrics_path)),
+    ordered = sorted(list(records(events_path)) + list(records(metrics_path)),
                      key=lambda r: r.get("time", 0))
     lost, high = 0, 0
-    for rec in records:
+    for rec in ordered:
         step = rec.get("step")
         if not isinstance(step, int):
             continue

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from elearn.procs import free_port, popen_child, stop_process
-from elearn.registry import wait_until
+from elearn.waits import wait_until
 
 
 class TensorBoard:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -37,3 +38,17 @@ def import_tensorflow(log_path: str | None = None):
         import tensorflow as tf
         import tf_keras  # noqa: F401  (same chatter, same place)
     return tf
+
+
+@contextlib.contextmanager
+def quiet_tf_warnings():
+    """TensorFlow's Python warnings (about saving internals the user cannot act on) to ERROR only,
+    for the block; ``--tf-log`` (``ELEARN_TF_LOG=1``) lets them through."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    if os.environ.get("ELEARN_TF_LOG") != "1":
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

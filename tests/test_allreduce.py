@@ -2,7 +2,9 @@
 TF processes in a barrier stage, a real SIGKILL. The pl_submit fixture checks for orphans."""
 import json
 import os
+import time
 
+import pytest
 from conftest import job, lines
 
 JOB = job("allreduce_classifier.py")
@@ -70,15 +72,32 @@ def test_keras3_classifier_survives_a_killed_worker_and_resumes_from_the_last_ep
 
 
 def test_exhausted_restarts_fail_with_the_workers_last_errors(pl_submit, tmp_path):
-    # Nothing fed (pre_train returns None): the barrier stage runs over parallelize(range(2)).
-    # Worker 0 waits in the collective for worker 1, which raises; it is stopped each time.
+    # Nothing fed (pre_train returns None): the barrier stage runs over spark.range(2).
+    # Worker 1's process is killed in every attempt: a lost process is retried, until none is left.
     run = pl_submit(job("allreduce_nofeed.py"), "--workers", 2, "--max-restarts", 1,
-                    "--arg", "fail_worker=1", timeout=600)
+                    "--arg", "kill_worker=1", timeout=600)
     assert run.returncode == 1
     assert "allreduce training failed in all 2 attempts (--max-restarts 1)" in run.stderr
-    assert "worker 1 exited with code 1 (attempt 2)" in run.stderr
-    assert "RuntimeError: worker 1 cannot train: bad shard on purpose" in run.stderr
-    assert "restart 1/1 of the group: worker 1 exited with code 1" in run.stdout
+    assert "worker 1 killed by SIGKILL (attempt 2)" in run.stderr
+    assert "restart 1/1 of the group: worker 1 killed by SIGKILL" in run.stdout
+
+
+@pytest.mark.parametrize("job_file, args, error", [
+    ("allreduce_nofeed.py", ["--arg", "fail_worker=1"], "ValueError: worker 1 cannot train: bad shard on purpose"),
+    ("import_fails_on_workers.py", [], "No module named 'a_module_the_workers_do_not_have'"),
+])
+def test_errors_in_the_jobs_own_code_are_not_retried(pl_submit, job_file, args, error):
+    """Another attempt would fail the same way: the group stops at once, with the traceback."""
+    t0 = time.monotonic()
+    run = pl_submit(job(job_file), "--workers", 2, *args, timeout=300)
+    took = time.monotonic() - t0
+    assert run.returncode == 1, run.output[-3000:]
+    assert "not retried" in run.stderr and error in run.stderr and "Traceback" in run.stderr
+    assert "restart 1/" not in run.stdout
+    (app_dir,) = run.app_dirs()
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        assert json.load(f)["restarts"]["total"] == 0
+    assert took < 60, f"took {took:.0f}s"
 
 
 def test_more_workers_than_slots_fail_fast_with_the_arithmetic(pl_submit):

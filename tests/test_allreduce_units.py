@@ -11,9 +11,12 @@ import math
 import pyarrow as pa
 import pytest
 
+from elearn import SparkTFJob
 from elearn.context import TrainContext
 from elearn.errors import FeedError
-from elearn.feed import FeedInfo, FeedPlan
+from elearn.mpi import AllreduceBackend
+from elearn.ps import PSBackend
+from elearn.runtime.feedspec import FeedInfo, FeedPlan
 from elearn.runtime.feedspec import FeedColumn
 from elearn.runtime.partition import spool_partition
 
@@ -37,9 +40,9 @@ def spool(tmp_path, sizes):
 def context(feeds, worker, workers):
     import tensorflow as tf
 
-    return TrainContext(strategy=tf.distribute.get_strategy(), mode="allreduce", task_type="worker",
-                        task_index=worker, num_workers=workers, num_ps=0, checkpoint_dir="",
-                        model_dir="", log_dir="", args={}, feeds=feeds, local_worker=worker)
+    return TrainContext(strategy=tf.distribute.get_strategy(), backend=AllreduceBackend(workers),
+                        task_type="worker", task_index=worker, num_workers=workers, num_ps=0,
+                        checkpoint_dir="", model_dir="", log_dir="", args={}, feeds=feeds)
 
 
 def test_skewed_partitions_give_every_worker_the_same_steps_and_drop_nothing(tmp_path):
@@ -67,13 +70,13 @@ def test_endless_stream_keeps_the_step_count_across_epochs(tmp_path):
     assert len(ids) == 3 * 13 * 8 and set(ids) == set(range(100, 110))
 
 
-@pytest.mark.parametrize("mode", ["allreduce", "ps"])
-def test_a_worker_without_rows_is_named(tmp_path, mode):
+@pytest.mark.parametrize("backend", [AllreduceBackend(2), PSBackend(1)])
+def test_a_worker_without_rows_is_named(tmp_path, backend):
     """Its dataset would never yield a batch: fit (PS) or the collective (allreduce) would wait."""
     import dataclasses
 
     feeds = spool(tmp_path, [5, 0])
-    ctx = dataclasses.replace(context(feeds, 0, 2), mode=mode)
+    ctx = dataclasses.replace(context(feeds, 0, 2), backend=backend)
     with pytest.raises(FeedError, match=r"worker\(s\) 1 received no rows of 'train' \(5 rows over 2 workers\)"):
         ctx.dataset_fn(batch_size=4)
 
@@ -90,22 +93,32 @@ def test_horovod_runtime_is_refused_at_once_with_what_to_install():
 
 
 def test_every_worker_restores_the_chiefs_checkpoint_and_only_the_chief_keeps_saves(tmp_path):
+    """The contexts are the ones the training process builds: where each worker saves and what
+    it restores is decided by the mode, not by this test."""
     import tensorflow as tf
 
-    chief_dir, scratch = tmp_path / "checkpoints", tmp_path / "worker-1" / "checkpoints"
+    from elearn.runtime.feedspec import FeedPlan
+    from elearn.runtime.trainer import make_context
+    from elearn.specs import Attempt, TrainSpec
 
-    def ctx(index, checkpoint_dir):
-        return TrainContext(strategy=tf.distribute.get_strategy(), mode="allreduce",
-                            task_type="worker", task_index=index, num_workers=2, num_ps=0,
-                            checkpoint_dir=str(checkpoint_dir), model_dir="", log_dir="", args={},
-                            chief_checkpoint_dir=str(chief_dir))
+    chief_dir = tmp_path / "checkpoints"
+    spec = TrainSpec(job=b"", backend=AllreduceBackend(2), num_workers=2, num_ps=0,
+                     plan=FeedPlan([], {}), checkpoint_dir=str(chief_dir),
+                     model_dir=str(tmp_path / "model"), log_dir=str(tmp_path / "tb"))
+
+    def ctx(index):
+        attempt = Attempt(index=index, number=1, feeds={}, result=str(tmp_path / f"r{index}"),
+                          scratch=str(tmp_path / f"scratch-{index}") if index else None)
+        return make_context(spec, attempt, tf.distribute.get_strategy(), None, SparkTFJob())
 
     weight = tf.Variable(5.0)
-    ctx(0, chief_dir).checkpoint(weight=weight, every_steps=10).save(10)
+    ctx(0).checkpoint(weight=weight, every_steps=10).save(10)
     mine = tf.Variable(0.0)
-    ckpt = ctx(1, scratch).checkpoint(weight=mine, every_steps=10)
+    worker = ctx(1)
+    ckpt = worker.checkpoint(weight=mine, every_steps=10)
     assert ckpt.step == 10 and float(mine.numpy()) == 5.0
     mine.assign(7.0)
     ckpt.save(20)
     assert tf.train.latest_checkpoint(str(chief_dir)).endswith("ckpt-10")  # the chief's, untouched
-    assert tf.train.latest_checkpoint(str(scratch)).endswith("ckpt-20")
+    assert tf.train.latest_checkpoint(worker.checkpoint_dir).endswith("ckpt-20")
+    assert worker.checkpoint_dir.startswith(str(tmp_path / "scratch-1"))

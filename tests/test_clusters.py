@@ -112,11 +112,11 @@ def test_ps_job_on_standalone_cluster_runs_tf_nodes_inside_shipped_venv(pl_submi
         for got, want in zip(result["w"], TRUE_W):
             assert abs(got - want) < 0.05, result
         # Every TF node ran the unpacked archive's interpreter and its TensorFlow.
-        logs = sorted(glob.glob(os.path.join(standalone.work, "app-*", "*", "elearn",
+        logs = sorted(glob.glob(os.path.join(standalone.work, "app-*", "*", "elearn-nodes",
                                              "standalone-venv", "logs", "*.log")))
         assert [os.path.basename(p) for p in logs] == ["ps-0.log", "worker-0.log", "worker-1.log"]
         for path in logs:
-            executor_dir = path.split(os.sep + "elearn" + os.sep)[0]
+            executor_dir = path.split(os.sep + "elearn-nodes" + os.sep)[0]
             shipped = os.path.realpath(os.path.join(executor_dir, "environment"))
             text = open(path).read()
             line = next(ln for ln in text.splitlines() if "serving at" in ln)
@@ -126,7 +126,7 @@ def test_ps_job_on_standalone_cluster_runs_tf_nodes_inside_shipped_venv(pl_submi
             assert os.path.realpath(tf_dir).startswith(shipped + os.sep), line
         # The daemons stopped their TF processes when the application ended.
         deadline = time.monotonic() + 60
-        while any(b"elearn.runtime.node" in _cmdline(p) for p in tagged_pids(standalone.tag)):
+        while any(b"elearn.runtime.tf_server" in _cmdline(p) for p in tagged_pids(standalone.tag)):
             assert time.monotonic() < deadline, "TF node processes outlived the application"
             time.sleep(0.5)
         # Allreduce asks for more workers than the cluster's 3 cores: Spark's barrier check

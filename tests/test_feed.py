@@ -22,7 +22,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from conftest import spark_with  # noqa: E402
 from elearn import FeedError, TrainContext, sparse_vectors  # noqa: E402
-from elearn.feed import FeedInfo, normalize_frames, plan_feed  # noqa: E402
+from elearn.feed import normalize_frames, plan_feed  # noqa: E402
+from elearn.runtime.feedspec import FeedInfo  # noqa: E402
 from elearn.shares import Coordination  # noqa: E402
 from elearn.zookeeper import EmbeddedZooKeeper  # noqa: E402
 
@@ -68,11 +69,14 @@ def spool_frames(frames, workers, root, coordination, chunk_rows=65536) -> dict:
 
 
 def context(feeds, mode="allreduce", worker=0, workers=None, fill=None) -> TrainContext:
+    from elearn.mpi import AllreduceBackend
+    from elearn.ps import PSBackend
+
     n = workers or (len(next(iter(feeds.values())).rows) if feeds else 1)
-    return TrainContext(strategy=None, mode=mode, task_type="worker", task_index=worker,
+    backend = PSBackend(1) if mode == "ps" else AllreduceBackend(n)
+    return TrainContext(strategy=None, backend=backend, task_type="worker", task_index=worker,
                         num_workers=n, num_ps=1 if mode == "ps" else 0, checkpoint_dir="",
-                        model_dir="", log_dir="", args={}, feeds=feeds, fill=fill or {},
-                        local_worker=worker)
+                        model_dir="", log_dir="", args={}, feeds=feeds, fill=fill or {})
 
 
 def read_all(feeds, name="train", **kwargs):
@@ -458,7 +462,7 @@ def test_sparse_vectors_rejects_non_vector_columns(spark):
 def test_a_partition_failing_half_way_leaves_no_spool(tmp_path):
     import pyarrow as pa
 
-    from elearn.feed import FeedPlan
+    from elearn.runtime.feedspec import FeedPlan
     from elearn.runtime.partition import spool_dir, spool_partition
 
     plan = FeedPlan(["train"], {"train": [{"name": "x", "kind": "scalar", "dtype": "float32",

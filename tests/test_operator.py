@@ -106,16 +106,21 @@ def _children_cmdlines(run):
 def test_a_node_dying_before_it_serves_shows_its_log_tail_through_spark(local_spark, tmp_path):
     """A real TF node process that cannot start its server (its cluster spec is unusable): the
     error that reaches the driver through Spark names the node, its log, and the log's last lines."""
+    from elearn.logtail import spark_error_message
     from elearn.procs import free_port
-    from elearn.runtime.daemon import NodeDaemon
-    from elearn.sparkjob import spark_error_message
+    from elearn.ps import PSBackend
+    from elearn.ps.node import _serve_spec
+    from elearn.runtime.node_task import NodeTask
+    from elearn.specs import NodeSpec
 
     node_dir = str(tmp_path / "nodes")
+    spec = NodeSpec(app_id="dies", zk="", zk_auth=(), node_dir=node_dir, same_host=True,
+                    backend=PSBackend(1))
 
     def start_node(_):
-        daemon = NodeDaemon({"node_dir": node_dir}, "ps", 0)
-        daemon.host, daemon.port = "127.0.0.1", free_port()
-        daemon._serve(None, {"ps": ["127.0.0.1:not-a-port"]})
+        task = NodeTask(spec, "ps", 0)
+        task.host, task.port = "127.0.0.1", free_port()
+        _serve_spec(task, {"ps": ["127.0.0.1:not-a-port"]})
         yield "served"
 
     with pytest.raises(Exception) as failure:

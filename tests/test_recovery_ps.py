@@ -34,7 +34,7 @@ def environ(pid):
 def find_tf_node(tag, role, index):
     want = f'"role": "{role}", "index": {index}'
     for pid in tagged_pids(tag):
-        if "elearn.runtime.node" in cmdline(pid) and want in environ(pid):
+        if "elearn.runtime.tf_server" in cmdline(pid) and want in environ(pid):
             return pid
     return None
 
@@ -248,7 +248,7 @@ def test_node_that_keeps_crashing_exhausts_restarts_with_its_log(tmp_path):
 def test_other_credentials_cannot_delete_an_applications_znodes(tmp_path):
     from kazoo.exceptions import NoAuthError
 
-    from elearn.mpi.restarts import GroupRestarts
+    from elearn.mpi.group import GroupRestarts
     from elearn.registry import AppRegistry, acl_for, app_credentials
 
     with EmbeddedZooKeeper(str(tmp_path / "zk")) as zk:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from elearn.sparkjob import SparkJobThread, wait_for_nodes
+from elearn.nodejobs import SparkJobThread, wait_for_nodes
 
 
 class TimedOut(Exception):

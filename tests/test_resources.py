@@ -9,9 +9,10 @@ from conftest import job
 from elearn.config import SubmitOptions
 from elearn.errors import ElearnError
 from elearn.procs import free_port
-from elearn.resources_profile import (build_profiles, cuda_visible_devices, gpu_env, profile_conf,
-                                      shapes)
-from elearn.runtime.daemon import child_env
+from elearn.mpi import AllreduceBackend
+from elearn.ps import PSBackend
+from elearn.resources_profile import build_profiles, cuda_visible_devices, gpu_env, shapes
+from elearn.runtime.node_task import child_env
 
 
 # -- GPUs: no GPU on this machine, so the mapping from Spark's assigned addresses is tested alone --
@@ -29,7 +30,7 @@ def test_assigned_gpu_addresses_become_cuda_visible_devices():
 
 def test_tf_child_environment_outside_a_task_hides_gpus():
     # No Spark task here: the child gets no GPU unless the executor's environment gave it some.
-    env = child_env({"tf_log": False})
+    env = child_env(tf_log=False)
     assert env["CUDA_VISIBLE_DEVICES"] == os.environ.get("CUDA_VISIBLE_DEVICES", "")
 
 
@@ -46,13 +47,13 @@ def test_shapes_are_validated_with_the_flag_named():
 
 def test_dynamic_allocation_is_turned_on_only_where_profiles_apply():
     opts = SubmitOptions(ps=1, workers=2, ps_memory="2g")
-    conf = profile_conf(opts, "yarn", "ps", {})
+    conf = PSBackend(1).spark_conf(opts, "yarn", {})
     assert conf["spark.dynamicAllocation.enabled"] == "true"
     assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
-    assert profile_conf(opts, "yarn", "ps", {"spark.dynamicAllocation.enabled": "false"}) == {
+    assert PSBackend(1).spark_conf(opts, "yarn", {"spark.dynamicAllocation.enabled": "false"}) == {
         "spark.dynamicAllocation.enabled": "false"}  # the user's choice wins
-    assert profile_conf(opts, "local[4]", "ps", {}) == {}
-    assert profile_conf(SubmitOptions(ps=1), "yarn", "ps", {}) == {}
+    assert PSBackend(1).spark_conf(opts, "local[4]", {}) == {}
+    assert PSBackend(1).spark_conf(SubmitOptions(ps=1), "yarn", {}) == {}
 
 
 def test_allreduce_shapes_every_executor_without_dynamic_allocation():
@@ -60,8 +61,8 @@ def test_allreduce_shapes_every_executor_without_dynamic_allocation():
     shape becomes the executors' and tasks' settings; the user's own --conf still wins."""
     said = []
     opts = SubmitOptions(workers=2, worker_cores=4, worker_memory="6g", worker_gpus=2, ps_memory="9g")
-    conf = profile_conf(opts, "k8s://https://api:6443", "allreduce", {"spark.executor.memory": "7g"},
-                        said.append)
+    conf = AllreduceBackend(2).spark_conf(opts, "k8s://https://api:6443", {"spark.executor.memory": "7g"},
+                                          said.append)
     assert "spark.dynamicAllocation.enabled" not in conf
     assert conf["spark.executor.cores"] == conf["spark.task.cpus"] == "4"
     assert conf["spark.executor.memory"] == "7g"  # --conf wins over --worker-memory
@@ -72,9 +73,10 @@ def test_allreduce_shapes_every_executor_without_dynamic_allocation():
     (line,) = said
     assert "spark.executor.cores=4" in line and "spark.executor.memory=7g" in line
     assert "--ps-cores/--ps-memory have no PS to shape" in line
-    assert profile_conf(opts, "local[2]", "allreduce", {}) == {}  # local: not applied, said later
+    assert "spark.executor.cores" not in AllreduceBackend(2).spark_conf(opts, "local[2]", {}, said.append)
+    assert "not applied: --master local[2]" in said[-1]
     with pytest.raises(ElearnError, match="executors of 2 cores"):
-        profile_conf(SubmitOptions(workers=1, worker_cores=3), "local-cluster[2,2,1024]", "allreduce", {})
+        AllreduceBackend(1).spark_conf(SubmitOptions(workers=1, worker_cores=3), "local-cluster[2,2,1024]", {})
 
 
 def test_gpu_workers_get_executor_and_task_gpus_with_a_discovery_script():

@@ -1,12 +1,8 @@
 """ParameterServerStrategy for the coordinator, from the cluster spec the driver published."""
 from __future__ import annotations
 
-import os
-
 
 def build_strategy(spec: dict, partitioner):
-    # The coordinator, not gRPC's retry loop, decides what a lost node means.
-    os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
     import tensorflow as tf
 
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(

@@ -22,11 +22,14 @@ as a ``struct<size, indices, values>`` column built by JVM expressions (no Pytho
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from elearn.errors import FeedError
 
 BLOCKS = {"scalar": 2, "string": 3, "list": 4, "sparse": 4}
+
+# The column telling which named dataset a row belongs to, when several are fed together.
+TAG = "_elearn_ds"
 
 # Column metadata key marking a struct column made by sparse_vectors().
 SPARSE_MARK = "elearn_sparse_vector"
@@ -53,6 +56,55 @@ class FeedColumn:
     @staticmethod
     def from_dict(d):
         return FeedColumn(**d)
+
+
+@dataclass(frozen=True)
+class FeedPlan:
+    """Which datasets are fed and their columns: shipped to the worker tasks."""
+
+    names: list
+    columns: dict                      # name -> [FeedColumn dict]
+    single: bool = True
+
+    def feed_columns(self, name) -> list:
+        return [FeedColumn.from_dict(c) for c in self.columns[name]]
+
+
+@dataclass
+class FeedInfo:
+    """One dataset as spooled across the workers: what ``TrainContext.dataset`` builds readers from."""
+
+    name: str
+    columns: list
+    dirs: list = field(default_factory=list)        # per worker index
+    chunks: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    nulls: dict = field(default_factory=dict)       # column -> total nulls
+    list_lengths: dict = field(default_factory=dict)  # column -> (min, max)
+    sizes: dict = field(default_factory=dict)       # sparse vector column -> width
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows)
+
+    @staticmethod
+    def gather(name: str, plan: FeedPlan, metas: list) -> "FeedInfo":
+        """Merge the per-worker spool metadata (index order) of dataset ``name``."""
+        info = FeedInfo(name, plan.feed_columns(name))
+        for meta in metas:
+            info.dirs.append(meta["dir"])
+            info.chunks.append(meta["chunks"])
+            info.rows.append(meta["rows"])
+            for col, n in meta["nulls"].items():
+                info.nulls[col] = info.nulls.get(col, 0) + n
+            for col, width in meta.get("sizes", {}).items():
+                info.sizes[col] = max(info.sizes.get(col, 0), width)
+            for col, (lo, hi) in meta["list_lengths"].items():
+                if lo is None:
+                    continue
+                old = info.list_lengths.get(col)
+                info.list_lengths[col] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        return info
 
 
 def _element(dt) -> str | None:

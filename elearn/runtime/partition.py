@@ -6,7 +6,7 @@ import shutil
 
 import pyarrow as pa
 
-from elearn.feed import TAG, FeedPlan
+from elearn.runtime.feedspec import TAG, FeedPlan
 from elearn.runtime.spool import CHUNK_ROWS, SpoolWriter
 
 

@@ -1,4 +1,8 @@
-"""Allreduce mode with nothing fed: train makes its own data. ``fail_worker``'s train raises."""
+"""Allreduce mode with nothing fed: train makes its own data. ``fail_worker``'s train raises a
+ValueError; ``kill_worker``'s process SIGKILLs itself, in every attempt."""
+import os
+import signal
+
 from elearn import SparkTFJob
 
 
@@ -8,7 +12,9 @@ class NoFeed(SparkTFJob):
         import tensorflow as tf
 
         if ctx.task_index == self.args.get("fail_worker", -1):
-            raise RuntimeError(f"worker {ctx.task_index} cannot train: bad shard on purpose")
+            raise ValueError(f"worker {ctx.task_index} cannot train: bad shard on purpose")
+        if ctx.task_index == self.args.get("kill_worker", -1):
+            os.kill(os.getpid(), signal.SIGKILL)
         keras = ctx.keras
         x = np.random.default_rng(ctx.task_index).normal(size=(256, 4)).astype("float32")
         y = x.sum(axis=1, keepdims=True)

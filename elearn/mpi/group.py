@@ -1,4 +1,4 @@
-"""Restart-all for allreduce mode, coordinated in ZooKeeper.
+"""The allreduce group's restart requests, coordinated in ZooKeeper.
 
 A failed barrier result stage aborts the whole Spark job, so the group's restarts are elearn's own:
 the Spark tasks stay alive and relaunch their TF processes. Attempt ``g`` of the group ends for
@@ -8,26 +8,8 @@ atomic, so the first failure wins and names the cause, and later ones see it alr
 from __future__ import annotations
 
 import json
-import signal
 
 from kazoo.exceptions import NodeExistsError, NoNodeError
-
-
-# A worker's exit code for elearn's own errors in train (FeedError, JobError: nulls, a missing
-# column, a bad option). The same input fails the same way every time: restarting cannot help.
-EXIT_NOT_RETRYABLE = 3
-
-
-def describe_exit(code: int | None) -> str:
-    """``-9`` -> ``"killed by SIGKILL"``; ``1`` -> ``"exited with code 1"``."""
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 class GroupRestarts:
@@ -63,8 +45,3 @@ class GroupRestarts:
             return []
         found = [self.requested(int(n.split("-", 1)[1])) for n in names if n.startswith("restart-")]
         return sorted((f for f in found if f), key=lambda f: f["attempt"])
-
-
-def may_restart(attempt: int, max_restarts: int, outcomes=()) -> bool:
-    """Whether a group whose attempt ``attempt`` (0-based) failed gets another one."""
-    return attempt < max_restarts and not any(o.get("final") for o in outcomes)

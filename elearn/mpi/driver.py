@@ -1,70 +1,23 @@
 """Allreduce mode on the driver: launch the barrier stage and report what the group did.
 
-``train(ctx)`` runs in every worker's TF process (see ``elearn.mpi.task`` and
-``elearn.mpi.worker``); the driver ships the job there, waits for the tasks to register and then
-for the stage to end, says each restart of the group as it happens, and turns the tasks' outcomes
-into the result: the chief's exported model, or an error with every failed worker's last lines.
+``train(ctx)`` runs in every worker's training process (see ``elearn.mpi.node`` and
+``elearn.runtime.trainer``); the driver ships the job there, waits for the tasks to register and
+then for the stage to end, says each restart of the group as it happens, and turns the tasks'
+outcomes into the result: the chief's exported model, or an error with every failed worker's last
+lines.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import sys
 from collections import Counter
 
-from elearn.errors import ClusterError, JobError
-from elearn.mpi.restarts import GroupRestarts
-from elearn.shipping import pack_job
-from elearn.sparkjob import SparkJobThread, spark_error_message, wait_for_nodes
-from elearn.mpi.task import STATS_SCHEMA, allreduce_arrow_task, allreduce_task
-from elearn.registry import wait_until
-
-RUNTIMES = ("tf", "horovod")
-
-
-def ship_job(job) -> bytes:
-    """The job instance as the allreduce workers rebuild it (see ``elearn.shipping``)."""
-    return pack_job(job)
-
-
-def _job_paths(job) -> list:
-    module = sys.modules.get(type(job).__module__)
-    path = getattr(module, "__file__", None)
-    return [os.path.dirname(os.path.abspath(path))] if path else []
-
-
-def _node_app(app, job) -> dict:
-    opts = app.opts
-    runtime = getattr(opts, "runtime", "tf") or "tf"
-    if runtime not in RUNTIMES:
-        raise JobError(f"--runtime {runtime!r} is not known; use one of {', '.join(RUNTIMES)}")
-    if runtime == "horovod":  # validate() refused it already; workers must never see it
-        from elearn.mpi.horovod import require_horovod
-
-        require_horovod()
-    return {**app.node_spec(loopback=app.single_host), "job": ship_job(job), "workers": opts.workers,
-            "runtime": runtime, "fill": opts.fill, "checkpoint_dir": app.checkpoint_dir,
-            "model_dir": app.model_dir, "log_dir": app.log_dir, "sys_path": _job_paths(job),
-            # ctx.report() on the chief: a file the driver shows, where the driver can read it.
-            "metrics": os.path.join(app.dir, "metrics.jsonl") if app.single_host else None,
-            "events": app.events_path if app.single_host else None}
-
-
-def _launch(app, frame, plan, node_app: dict) -> SparkJobThread:
-    sc, workers = app.spark.sparkContext, app.opts.workers
-
-    def body():
-        if frame is None:
-            rdd = sc.parallelize(range(workers), workers).barrier()
-            return [json.loads(s) for s in rdd.mapPartitions(allreduce_task(node_app, plan)).collect()]
-        rows = frame.mapInArrow(allreduce_arrow_task(node_app, plan), STATS_SCHEMA, barrier=True).collect()
-        return [json.loads(r.stats) for r in rows]
-
-    stage = SparkJobThread(app, "allreduce", body, f"elearn allreduce workers of {app.id}")
-    app.threads.append(stage)
-    stage.start()
-    return stage
+from elearn.errors import ClusterError
+from elearn.logtail import spark_error_message
+from elearn.mpi.group import GroupRestarts
+from elearn.nodejobs import SparkJobThread, start_node_job, wait_for_nodes
+from elearn.waits import FOREVER, wait_until
 
 
 def _watch(app, stage: SparkJobThread) -> list:
@@ -114,13 +67,13 @@ def _watch(app, stage: SparkJobThread) -> list:
             seen["restarts"] += 1
             if req["attempt"] < opts.max_restarts and not req.get("final"):
                 say(f"restart {req['attempt'] + 1}/{opts.max_restarts} of the group: {req['reason']}")
-                app.event("restart", **req)
+                app.event("restart", cause=req["reason"], by=_cause(req["reason"]), attempt=req["attempt"])
             elif not req.get("final"):
                 say(f"{req['reason']}; no restarts left (--max-restarts {opts.max_restarts})")
         seen["metrics"] = _show_metrics(metrics_path, seen["metrics"], say)
         return not stage.is_alive()
 
-    wait_until(finished, 3600 * 24 * 365, interval=0.5)
+    wait_until(finished, FOREVER, interval=0.5)
     if stage.error is not None:
         if "SPARK-24819" in str(stage.error):  # Spark's barrier slot check gave up
             raise _too_few_slots(app) from stage.error
@@ -171,6 +124,8 @@ def _show_metrics(path: str, offset: int, say) -> int:
             continue
         step = record.pop("step", None)
         record.pop("time", None)
+        if not record:
+            continue  # a step noted for the summary, not a report
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
         say((f"step {step}: " if step is not None else "") + shown)
     return offset + len(complete)
@@ -192,16 +147,17 @@ def _failure(stats: list, max_restarts: int) -> ClusterError:
             lines.append(e["error"])
     attempts = max(len(s.get("attempts", [])) for s in stats)
     if any(e.get("final") for e in errors):
-        return ClusterError(f"allreduce training failed in attempt {attempts}, not retried: "
-                            "the job's input or options are wrong\n" + "\n".join(lines))
+        return ClusterError(f"allreduce training failed in attempt {attempts}, not retried: the "
+                            "job's own code or input failed, and would fail the same way again\n"
+                            + "\n".join(lines))
     return ClusterError(f"allreduce training failed in all {attempts} attempts "
                         f"(--max-restarts {max_restarts}); the workers' last errors:\n" + "\n".join(lines))
 
 
 def run_allreduce(app, job, frame, plan) -> dict:
     """Run ``job`` in allreduce mode; returns what the result needs (model path, rows, restarts)."""
-    node_app = _node_app(app, job)
-    stage = _launch(app, frame, plan, node_app)
+    spec = app.node_spec(plan, train=app.train_spec(job, plan, trainer_on_driver_host=app.single_host))
+    stage = start_node_job(app, "allreduce", spec, frame=frame, count=app.opts.workers, barrier=True)
     stats = _watch(app, stage)
     if app.single_host:  # the tasks removed their own parts; this is their empty parent
         shutil.rmtree(os.path.join(app.node_dir, "allreduce"), ignore_errors=True)
@@ -226,15 +182,3 @@ def run_allreduce(app, job, frame, plan) -> dict:
 def _cause(reason: str) -> str:
     # "worker 1 killed by SIGKILL" -> "killed by SIGKILL": the tally counts kinds, not workers.
     return reason.split(" ", 2)[2] if reason.startswith("worker ") else reason
-
-
-def node_stats(app) -> list:
-    """Per-worker statistics of the last allreduce stage (restarts, attempts, rows, seconds)."""
-    out = []
-    for t in app.threads:
-        if isinstance(t, SparkJobThread) and t.result:
-            out.extend(t.result)
-    return out
-
-
-__all__ = ["run_allreduce", "node_stats", "ship_job"]

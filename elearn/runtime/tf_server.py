@@ -1,9 +1,9 @@
-"""The TensorFlow server process of one PS-mode node (``python -m elearn.runtime.node``).
+"""The TensorFlow server process of one PS-mode node (``python -m elearn.runtime.tf_server``).
 
-The daemon starts it as soon as the node has reserved its port, with its role and index in
+Its node task starts it as soon as the node has reserved its port, with its role and index in
 ``ELEARN_NODE``; it imports TensorFlow at once, then reads the cluster spec as one JSON line on stdin
 (sent when the driver publishes it), so the import overlaps the cluster forming. It lives until its
-daemon stops it; if the daemon disappears, stdin reaches EOF (and PDEATHSIG fires) and it exits.
+node task stops it; if the task disappears, stdin reaches EOF (and PDEATHSIG fires) and it exits.
 """
 from __future__ import annotations
 

@@ -1,69 +1,56 @@
-"""PS mode on the driver: launch the PS and worker Spark jobs, form the cluster, supervise ``train``.
+"""PS mode on the driver: launch the PS and worker node jobs, form the cluster, supervise ``train``.
 
 The two jobs run concurrently from driver threads (different executors may serve them, see the
 design note); their tasks meet in ZooKeeper. The driver waits for every node with a timeout, then
-publishes the TF cluster spec with a coordinator process as ``chief`` (``coordinator.py``), which
-runs ``train(ctx)`` under ``ParameterServerStrategy``.
+publishes the TF cluster spec with a training process as ``chief`` (``elearn.runtime.trainer``, the
+coordinator), which runs ``train(ctx)`` under ``ParameterServerStrategy``.
 
-Recovery: a worker's TF process that dies is restarted in place by its daemon and TensorFlow's
+Recovery: a worker's TF process that dies is restarted in place by its node task and TensorFlow's
 coordinator carries on. Anything else (a parameter server lost, a node whose Spark task was rerun
 at a new address) ends the coordinator; the driver then re-forms the cluster under a new
-generation and runs ``train`` again, which resumes from the latest checkpoint (``restart.py``).
+generation and runs ``train`` again, which resumes from the latest checkpoint.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import pickle
 import re
 import subprocess
 import sys
 import threading
 import time
-
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import dataclass, field
 
 from elearn.errors import ClusterError, UserCodeError
-from elearn.feed import FeedInfo
+from elearn.jsonlines import read_json
+from elearn.logtail import spark_error_message, tail
+from elearn.nodejobs import start_node_job, wait_for_nodes
 from elearn.procs import free_port, popen_child, stop_process
-from elearn.ps.tasks import STATS_SCHEMA, ps_task, worker_arrow_task, worker_task
-from elearn.registry import wait_until
 from elearn.resources_profile import build_profiles
 from elearn.restart import RestartPolicy
-from elearn.shipping import pack_job
-from elearn.sparkjob import SparkJobThread, spark_error_message, wait_for_nodes
-from elearn.runtime.daemon import tail
+from elearn.runtime.feedspec import FeedInfo
+from elearn.specs import Attempt
+from elearn.waits import wait_until
 
 log = logging.getLogger(__name__)
 
 
-def _launch(app, frame, plan, node_app: dict, ps: int, workers: int) -> None:
-    sc = app.spark.sparkContext
-    if not hasattr(app, "profiles"):  # built (and any "not applied" said) once per application
-        app.profiles = build_profiles(app.spark, app.opts, app.master, app.console.say)
-    profiles = app.profiles
+@dataclass
+class _Nodes:
+    """What the driver keeps about the PS-mode cluster between generations."""
 
-    def shaped(rdd, role):
-        return rdd.withResources(profiles[role]) if profiles[role] is not None else rdd
+    ps: int
+    workers: int
+    chief: str                                  # the coordinator's address in the cluster spec
+    profiles: dict = field(default_factory=dict)
 
-    def ps_body():
-        rdd = sc.parallelize(range(ps), ps)
-        return shaped(rdd.mapPartitionsWithIndex(lambda i, _: [ps_task(node_app, i)]), "ps").collect()
 
-    def worker_body():
-        if frame is None:
-            rdd = sc.parallelize(range(workers), workers)
-            rdd = rdd.mapPartitionsWithIndex(lambda i, _: [worker_task(node_app, plan, i, [])])
-            return shaped(rdd, "worker").collect()
-        rows = frame.mapInArrow(worker_arrow_task(node_app, plan), STATS_SCHEMA,
-                                profile=profiles["worker"]).collect()
-        return [json.loads(r.stats) for r in rows]
-
-    for name, body in (("ps", ps_body), ("worker", worker_body)):
-        job = SparkJobThread(app, name, body, f"elearn {name} nodes of {app.id}")
-        app.threads.append(job)
-        job.start()
+def _launch(app, nodes: _Nodes, frame, spec) -> None:
+    start_node_job(app, "ps", spec, count=nodes.ps, profile=nodes.profiles.get("ps"))
+    start_node_job(app, "worker", spec, frame=frame, count=nodes.workers,
+                   profile=nodes.profiles.get("worker"))
 
 
 def _check_jobs(app) -> None:
@@ -127,9 +114,10 @@ def _node_failure(reg, names) -> ClusterError:
     return ClusterError("TF process failed: " + "\n".join(parts))
 
 
-def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
+def form_cluster(app, layout: _Nodes, generation: int = 0) -> dict:
     """Wait for every node, publish the cluster spec, wait for every TF server; returns the nodes."""
     reg, opts, say = app.registry, app.opts, app.console.say
+    ps, workers = layout.ps, layout.workers
     total = ps + workers
     seen = {"n": -1}
 
@@ -169,10 +157,7 @@ def form_cluster(app, ps: int, workers: int, generation: int = 0) -> dict:
     if generation == 0:
         app.mark("feed")
     nodes = {role: reg.nodes(role) for role in ("ps", "worker")}
-    if not hasattr(app, "chief_address"):
-        chief_host = "127.0.0.1" if app.single_host else app.spark.conf.get("spark.driver.host")
-        app.chief_address = f"{chief_host}:{free_port()}"
-    spec = {"chief": [app.chief_address],
+    spec = {"chief": [layout.chief],
             "ps": [f"{nodes['ps'][i]['host']}:{nodes['ps'][i]['port']}" for i in range(ps)],
             "worker": [f"{nodes['worker'][i]['host']}:{nodes['worker'][i]['port']}" for i in range(workers)]}
     reg.publish_cluster({"generation": generation, "cluster": spec})
@@ -217,14 +202,15 @@ def relay_output(pipe, log_path: str) -> None:
 
 
 class CoordinatorProcess:
-    """One attempt of ``train``: a child process started early, configured once the cluster is up."""
+    """One attempt of ``train``: a training process started early, so TensorFlow imports while the
+    cluster forms, and given its ``(TrainSpec, Attempt)`` once the cluster is up."""
 
-    def __init__(self, app, attempt: int):
-        self.app, self.attempt = app, attempt
+    def __init__(self, app, number: int):
+        self.number = number
         base = os.path.join(app.dir, "coordinator")
         os.makedirs(base, exist_ok=True)
-        self.config_path = os.path.join(base, f"attempt-{attempt}.json")
-        self.result_path = os.path.join(base, f"attempt-{attempt}.result.json")
+        self.config_path = os.path.join(base, f"attempt-{number}.pkl")
+        self.result_path = os.path.join(base, f"attempt-{number}.result.json")
         for path in (self.config_path, self.result_path):
             if os.path.exists(path):
                 os.remove(path)
@@ -235,19 +221,20 @@ class CoordinatorProcess:
             env["ELEARN_TF_IMPORT_LOG"] = os.path.join(base, "tf-import.log")
         # train's output (its prints, ctx.report lines) goes through this process's sys.stdout, so
         # that it shows wherever the driver's output shows: a terminal, a log, a notebook cell.
-        self.log_path = os.path.join(base, f"attempt-{attempt}.log")
-        self.proc = popen_child([sys.executable, "-u", "-m", "elearn.ps.coordinator", self.config_path],
+        self.log_path = os.path.join(base, f"attempt-{number}.log")
+        self.proc = popen_child([sys.executable, "-u", "-m", "elearn.runtime.trainer", self.config_path],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env)
         self._relay = threading.Thread(target=relay_output, args=(self.proc.stdout, self.log_path),
-                                       name=f"elearn-coordinator-{attempt}-output", daemon=True)
+                                       name=f"elearn-coordinator-{number}-output", daemon=True)
         self._relay.start()
 
-    def configure(self, config: dict) -> None:
-        config = {**config, "attempt": self.attempt, "result": self.result_path}
+    def configure(self, train_spec, feeds: dict, cluster_spec: dict) -> None:
+        attempt = Attempt(index=0, number=self.number, feeds=feeds, result=self.result_path,
+                          cluster=cluster_spec)
         tmp = self.config_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(config, f)
+        with open(tmp, "wb") as f:
+            pickle.dump((train_spec, attempt), f)
         os.replace(tmp, self.config_path)
 
     def supervise(self, problem) -> dict:
@@ -256,8 +243,7 @@ class CoordinatorProcess:
             code = self.proc.poll()
             if code is not None:
                 try:
-                    with open(self.result_path) as f:
-                        return json.load(f)
+                    return read_json(self.result_path)
                 except (OSError, ValueError):
                     return {"status": "error", "kind": "cluster",
                             "error": f"the coordinator process exited with {code} without a result"}
@@ -319,7 +305,7 @@ class TopologyWatch:
             # ParameterServerStrategy retries the lost worker's steps elsewhere: train goes on.
             self.in_place[f"{name} in place"] += restarts - self.restarts.get((role, i), 0)
             self.restarts[(role, i)] = restarts
-            app.event("restart", cause=f"{name} in place", in_place=True, exit_code=node.get("exit_code"))
+            app.event("restart", cause=f"{name} in place", by=f"{name} in place", exit_code=node.get("exit_code"))
             app.console.say(f"{name}'s TF process died (exit code {node.get('exit_code')}); its daemon "
                             "restarted it in place and training goes on")
         return None
@@ -355,30 +341,22 @@ def _cause_key(cause: str) -> str:
 def run_ps(app, job, frame, plan) -> dict:
     """Run ``job`` in PS mode; returns what the result needs (model path, rows fed)."""
     opts = app.opts
-    node_app = app.node_spec(loopback=app.single_host)
+    layout = _Nodes(opts.ps, opts.workers, chief=f"{app.advertised_host}:{free_port()}",
+                    profiles=build_profiles(app.spark, opts, app.master, app.console.say))
     coordinator = CoordinatorProcess(app, 0)
     try:
-        _launch(app, frame, plan, node_app, opts.ps, opts.workers)
-        cluster = form_cluster(app, opts.ps, opts.workers)
+        _launch(app, layout, frame, app.node_spec(plan))
+        cluster = form_cluster(app, layout)
         app.mark("servers")
         workers = cluster["worker"]
         feeds = {name: FeedInfo.gather(name, plan, [workers[i]["spool"][name] for i in range(opts.workers)])
                  for name in plan.names}
-        job_path = os.path.join(app.dir, "coordinator", "job.pkl")
-        with open(job_path, "wb") as f:
-            f.write(pack_job(job))
-        base_config = {"job": job_path, "num_ps": opts.ps, "num_workers": opts.workers,
-                       "checkpoint_dir": app.checkpoint_dir, "model_dir": app.model_dir,
-                       "log_dir": app.log_dir, "fill": opts.fill, "events": app.events_path,
-                       "metrics": os.path.join(app.dir, "metrics.jsonl"),
-                       "feeds": {n: {**asdict(f), "columns": [c.to_dict() for c in f.columns]}
-                                 for n, f in feeds.items()}}
+        train_spec = app.train_spec(job, plan, trainer_on_driver_host=True)
         policy = RestartPolicy(opts.max_restarts)
-        app.restart_policy = policy
-        in_place: Counter = Counter()  # workers' TF processes restarted by their daemons
+        in_place: Counter = Counter()  # workers' TF processes restarted by their node tasks
         attempt = 0
         while True:
-            coordinator.configure({**base_config, "spec": cluster["spec"]})
+            coordinator.configure(train_spec, feeds, cluster["spec"])
             if attempt == 0:
                 app.console.say("training: train(ctx) runs in the coordinator (TF chief)")
             outcome = coordinator.supervise(TopologyWatch(app, cluster, in_place))
@@ -394,22 +372,14 @@ def run_ps(app, job, frame, plan) -> dict:
             delay = policy.next_delay(_cause_key(cause))
             app.event("failure", cause=cause, attempt=attempt, error=outcome.get("error"))
             if delay is None:
-                node = cause.split(" ")[0]
-                log_tail = ""
-                if ":" in node and node.split(":")[0] in ("ps", "worker"):
-                    info = app.registry.nodes(node.split(":")[0]).get(int(node.split(":")[1]), {})
-                    log_tail = (f"\nlog of {node} ({info.get('log')}), last lines:\n"
-                                f"{tail(info.get('log', ''), 20)}")
-                raise ClusterError(f"giving up after {policy.restarts} restarts (--max-restarts "
-                                   f"{opts.max_restarts}); last failure: {cause}\n"
-                                   f"{outcome.get('error', '')}{log_tail}")
+                raise _gave_up(app, policy, cause, outcome)
             app.console.say(f"restart {policy.restarts}/{opts.max_restarts}: {cause}; "
                             f"re-forming the cluster in {delay:.0f}s, train resumes from the latest checkpoint")
             time.sleep(delay)  # backoff between restarts, not a synchronisation
             attempt += 1
             coordinator = CoordinatorProcess(app, attempt)
-            cluster = form_cluster(app, opts.ps, opts.workers, generation=attempt)
-            app.event("restart", cause=cause, attempt=attempt)
+            cluster = form_cluster(app, layout, generation=attempt)
+            app.event("restart", cause=cause, by=_cause_key(cause), attempt=attempt)
         app.mark("train")
         path = outcome.get("model_dir")
         if path:
@@ -422,9 +392,13 @@ def run_ps(app, job, frame, plan) -> dict:
         coordinator.stop()
 
 
-def node_stats(app) -> list:
-    out = []
-    for job in app.threads:
-        if job.result:
-            out.extend(job.result)
-    return out
+def _gave_up(app, policy: RestartPolicy, cause: str, outcome: dict) -> ClusterError:
+    node = cause.split(" ")[0]
+    log_tail = ""
+    if re.fullmatch(r"(ps|worker):\d+", node):
+        role, index = node.split(":")
+        info = app.registry.nodes(role).get(int(index), {})
+        log_tail = f"\nlog of {node} ({info.get('log')}), last lines:\n{tail(info.get('log', ''), 20)}"
+    return ClusterError(f"giving up after {policy.restarts} restarts (--max-restarts "
+                        f"{policy.max_restarts}); last failure: {cause}\n"
+                        f"{outcome.get('error', '')}{log_tail}")

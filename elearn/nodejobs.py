@@ -1,10 +1,19 @@
-"""A Spark job run from a driver thread, so the driver can watch the cluster while it runs."""
+"""The driver's side of the node jobs, shared by both modes.
+
+Every node is one long Spark task of a node job, built from the DataFrame API alone: the features'
+``mapInArrow`` for the workers (the feed), ``spark.range(n, numPartitions=n).mapInArrow`` for nodes
+fed nothing, ``barrier=True`` for the allreduce group, ``profile=`` for a node shape. Each job runs
+from a driver thread (:class:`SparkJobThread`) so the driver can watch the cluster meanwhile; the
+registration wait (:func:`wait_for_nodes`) holds its timeout off while the job's own stages before
+the node tasks (the features' ETL, the feed's shuffle) are still running.
+"""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
-QUOTE = "  | "  # prefix of quoted lines (a node's log tail) that a Spark error must carry whole
+from elearn.runtime.node_task import STATS_SCHEMA, arrow_task
 
 
 class SparkJobThread(threading.Thread):
@@ -130,22 +139,27 @@ def wait_for_nodes(app, role: str, check, timeout: float, on_timeout, interval: 
         time.sleep(interval)
 
 
-def quoted(text: str) -> str:
-    """``text`` as lines that ``spark_error_message`` keeps when the error crosses Spark."""
-    return "\n".join(QUOTE + line for line in text.splitlines())
+def start_node_job(app, role: str, spec, frame=None, count: int = 0, barrier: bool = False,
+                   profile=None) -> SparkJobThread:
+    """Start the node job of ``role``: one task per node, each running ``NodeTask`` with ``spec``.
+
+    ``frame`` is the feed (one partition per worker); without it the job runs over ``count`` rows
+    in as many partitions. Returns the started job thread (also in ``app.threads``).
+    """
+    def body():
+        source = frame if frame is not None else app.spark.range(count, numPartitions=count)
+        extra = {"profile": profile} if profile is not None else {}
+        task = arrow_task(spec, "worker" if role == "allreduce" else role, fed=frame is not None)
+        rows = source.mapInArrow(task, STATS_SCHEMA, barrier=barrier, **extra).collect()
+        return [json.loads(r.stats) for r in rows]
+
+    job = SparkJobThread(app, role, body, f"elearn {role} nodes of {app.id}")
+    app.threads.append(job)
+    job.start()
+    return job
 
 
-def spark_error_message(exc: Exception) -> str:
-    """What the user needs of a Spark job's error: elearn's own message from the task if there
-    is one (with its quoted lines), else the first lines of Spark's."""
-    text = str(exc)
-    for marker in ("ElearnError:", "ClusterError:", "FeedError:", "JobError:"):
-        if marker in text:
-            first, *rest = text[text.index(marker):].splitlines()
-            kept = []
-            for line in rest:
-                if not line.startswith(QUOTE):
-                    break
-                kept.append(line)
-            return "\n".join([first, *kept])
-    return "\n".join([ln for ln in text.splitlines() if ln.strip()][:12])
+def node_stats(app) -> list:
+    """Per-node statistics the node jobs returned (restarts, attempts, rows, seconds)."""
+    return sorted((s for t in app.threads if isinstance(t, SparkJobThread) and t.result for s in t.result),
+                  key=lambda s: (s["role"], s["index"]))

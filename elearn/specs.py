@@ -1,0 +1,70 @@
+"""What the driver decides and the other processes of an application need, as typed, frozen values.
+
+Two hand-offs cross process boundaries, each as one of these pickled:
+
+- :class:`NodeSpec` travels with every node's Spark task (PS mode's PS and worker tasks, allreduce
+  mode's barrier tasks) to ``elearn.runtime.node_task``;
+- :class:`TrainSpec` reaches every process that runs the user's ``train`` (PS mode's coordinator on
+  the driver host, allreduce mode's worker processes), with an :class:`Attempt` saying which
+  attempt this is and what it was fed.
+
+The mode-specific parts live in the backend objects they carry (``elearn.ps.PSBackend``,
+``elearn.mpi.AllreduceBackend``), which are frozen dataclasses too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from elearn.runtime.feedspec import FeedPlan
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything a node's Spark task needs to join the application and run its TF process."""
+
+    app_id: str
+    zk: str                          # ZooKeeper as the node reaches it
+    zk_auth: tuple                   # the application's digest credentials ((scheme, credential),)
+    node_dir: str                    # spools and logs: absolute on the driver's host, else relative
+    same_host: bool                  # every node runs on the driver's host (local masters)
+    backend: Any                     # PSBackend | AllreduceBackend: the mode's node-side hooks
+    plan: FeedPlan = field(default_factory=lambda: FeedPlan([], {}))
+    register_timeout: float = 120.0
+    feed_timeout: float = 3600.0
+    max_restarts: int = 3
+    tf_log: bool = False
+    train: "TrainSpec | None" = None  # allreduce: what each worker's training process runs
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What a process running ``train(ctx)`` needs, whatever the mode."""
+
+    job: bytes                       # elearn.shipping.pack_job
+    backend: Any                     # PSBackend | AllreduceBackend: strategy and context hooks
+    num_workers: int
+    num_ps: int
+    plan: FeedPlan
+    checkpoint_dir: str
+    model_dir: str
+    log_dir: str
+    fill: dict = field(default_factory=dict)
+    sys_path: tuple = ()             # folders the job's own modules are imported from
+    events: str | None = None        # events.jsonl of the application, where this process sees it
+    metrics: str | None = None       # metrics.jsonl (ctx.report), likewise
+    checkpoint_every: str = "epoch"  # --checkpoint-every: elearn's checkpoints of every Keras fit
+    tf_log: bool = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a training process: which one, what it was fed, and where it answers."""
+
+    index: int                       # the worker index (allreduce) or 0 (the PS-mode chief)
+    number: int                      # 0 for the first attempt, then one more per restart
+    feeds: dict                      # dataset name -> FeedInfo
+    result: str                      # JSON file: the outcome (written last, atomically)
+    cluster: dict | None = None      # PS mode: the TF cluster spec the driver published
+    heartbeat: str | None = None     # allreduce: a file the process touches while alive
+    scratch: str | None = None       # allreduce non-chief workers: where their saves go
