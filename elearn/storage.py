@@ -30,8 +30,11 @@ Design notes, with what was measured on this project's machine (pyarrow 26.0.1):
   is curl's low-speed limit there (a request with no byte flowing for that long fails), which is
   the right kind of limit for multi-gigabyte transfers. With the probe settings below the silent
   endpoint fails in 2 s per attempt and a refused one in 0.2 s. Azure (``AzureFileSystem``) and
-  HDFS expose no such knobs through pyarrow; their SDKs' own retry policies apply, and
-  :func:`check_location` bounds its probe with a wall-clock deadline for every scheme.
+  HDFS expose no such knobs through pyarrow; their SDKs' own retry policies apply (a refused
+  Azure endpoint: 6.4 s to fail), and :func:`check_location` bounds its probe with a wall-clock
+  deadline for every scheme. Measured too: with failing Azure credentials,
+  ``get_file_info("<container>")`` aborts the process (an uncaught C++ exception in pyarrow
+  26.0.1), so nothing here asks Azure about a bare container.
 - Object stores make an object visible whole when its upload completes, so a remote write goes
   straight to its final key; a SIGKILLed upload leaves nothing. pyarrow completes an upload when
   the stream is closed, also from its destructor, so a write that fails half-way commits a
@@ -77,7 +80,6 @@ __all__ = ["Location", "parse_location", "check_location", "Storage", "LocalStor
 _SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "hdfs": "hdfs", "viewfs": "viewfs",
             "abfs": "abfs", "abfss": "abfss", "file": "file"}
 SUPPORTED_SCHEMES = tuple(_SCHEMES)
-_OBJECT_STORES = ("s3", "gs", "abfs", "abfss")   # first path component is a bucket / container
 
 # The default "index last" rule of put_tree: files matching none of these go first; then the
 # files matching each pattern, in this order. A TF checkpoint is ckpt-N.data-* then ckpt-N.index
@@ -207,7 +209,8 @@ def _refuse_credentials(text: str, scheme: str, split: urllib.parse.SplitResult)
 
 
 def _redact(text: str) -> str:
-    """``text`` with any userinfo password and every query value masked, for messages."""
+    """``text`` with credentials masked for messages: S3/GCS userinfo (a key pair), any password,
+    every query value. An Azure ``container@account`` stays readable."""
     try:
         split = urllib.parse.urlsplit(text)
     except ValueError:
@@ -215,7 +218,9 @@ def _redact(text: str) -> str:
     netloc = split.netloc
     if "@" in netloc:
         user, host = netloc.rsplit("@", 1)
-        netloc = (user.split(":", 1)[0] + ":***" if ":" in user else user) + "@" + host
+        if ":" in user or _SCHEMES.get(split.scheme.lower()) in ("s3", "gs"):
+            user = "***"
+        netloc = user + "@" + host
     query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(split.query, keep_blank_values=True))
     return urllib.parse.urlunsplit((split.scheme, netloc, split.path, query, ""))
 
@@ -854,12 +859,15 @@ class _MissingBucket(Exception):
 def _probe_remote(location: Location, fs, base: str) -> None:
     import pyarrow.fs as pafs
 
-    if location.scheme in _OBJECT_STORES:
+    if location.scheme in ("s3", "gs"):
         bucket = base.split("/", 1)[0]
         if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
             raise _MissingBucket(bucket)
-    else:
+    elif location.scheme in ("hdfs", "viewfs"):
         fs.create_dir(base, recursive=True)
+    # Azure: no container lookup. With credentials that fail, pyarrow 26.0.1's
+    # get_file_info("<container>") lets the SDK's AuthenticationException escape as a C++
+    # exception and aborts the whole process; the write below reports the same failures as errors.
     probe = f"{base}/{_TMP_PREFIX}probe-{secrets.token_hex(4)}"
     with fs.open_output_stream(probe) as out:
         out.write(b"ok")
@@ -868,11 +876,13 @@ def _probe_remote(location: Location, fs, base: str) -> None:
 
 # --------------------------------------------------------------------------------- messages
 
-def _first_lines(exc: BaseException, limit: int = 3) -> str:
-    # pyarrow's libhdfs/libjvm errors list ~90 dlopen attempts; the first lines say what matters.
+def _first_lines(exc: BaseException, limit: int = 3, chars: int = 400) -> str:
+    # pyarrow's libhdfs/libjvm errors list ~90 dlopen attempts, the GCS client repeats its
+    # message inside its metadata: the start says what matters.
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
     more = f" (... {len(lines) - limit} more lines)" if len(lines) > limit else ""
-    return " / ".join(lines[:limit]) + more
+    text = " / ".join(lines[:limit])
+    return (text[:chars] + " ..." if len(text) > chars else text) + more
 
 
 def _endpoint_env() -> tuple[str, str] | None:
@@ -936,6 +946,7 @@ def _explain(location: Location, exc: BaseException, op: str, elapsed: float | N
         return (f"the {kind} {str(exc)!r} does not exist (or this identity cannot see it). Create it "
                 f"first (elearn never creates buckets) or fix the URI.")
     if scheme in ("hdfs", "viewfs") and ("libhdfs" in low or "libjvm" in low or "jni" in low):
+        cause = f"{exc.__class__.__name__}: {_first_lines(exc, 1)}"   # then ~90 dlopen attempts
         return (f"pyarrow cannot load Hadoop's native client here ({cause}). Install Hadoop on every "
                 f"host (driver and executors) and point pyarrow at it: HADOOP_HOME (libhdfs.so under "
                 f"$HADOOP_HOME/lib/native) or ARROW_LIBHDFS_DIR (the directory holding libhdfs.so), "
@@ -945,6 +956,8 @@ def _explain(location: Location, exc: BaseException, op: str, elapsed: float | N
         return f"the bucket does not exist ({cause}). Create it first (elearn never creates buckets) or fix the URI."
     if "containernotfound" in low or ("container" in low and "not found" in low):
         return f"the container does not exist ({cause}). Create it first or fix the URI."
+    if scheme in ("abfs", "abfss") and "failed to get token" in low:
+        return f"no Azure credentials could be obtained{took} ({cause}). {_credentials_fix(scheme)}"
     if scheme == "gs" and ("oauth2" in low or "access token" in low):
         # The GCS client reports "no token" both for missing credentials and an unreachable
         # metadata server; either way the fix is to provide credentials.
