@@ -56,6 +56,7 @@ __all__ = ["DriverFiles", "DriverEndpoint", "DriverFilesStorage", "new_token", "
 TOKEN_HEADER = "X-Elearn-Token"
 OFFSET_HEADER = "X-Elearn-Offset"
 SIZE_HEADER = "X-Elearn-Size"
+ERROR_HEADER = "X-Elearn-Error"
 _CHUNK = 1 << 20
 
 
@@ -101,6 +102,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if payload and "error" in payload:    # also for HEAD, which has no body
+            self.send_header(ERROR_HEADER, str(payload["error"]).encode("ascii", "replace").decode()[:300])
         if close:
             # The request body was not read: the connection cannot carry another request.
             self.send_header("Connection", "close")
@@ -132,7 +135,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             token = self.headers.get(TOKEN_HEADER, "")
             if not hmac.compare_digest(token.encode(), files._token.encode()):
                 raise _Refused(403, "missing or wrong token")
-            op, root, rel, path = files._resolve(self.path)
+            op, root, rel, path = files._resolve(self.path, method)
             if method == "GET" and op == "file":
                 self._send_file(path)
             elif method == "HEAD" and op == "file":
@@ -323,7 +326,7 @@ class DriverFiles:
         return DriverEndpoint(f"{advertise_host}:{self.port}", self._token,
                               tuple(sorted(self._roots.items())))
 
-    def _resolve(self, raw_path: str) -> tuple[str, str, str, str]:
+    def _resolve(self, raw_path: str, method: str = "GET") -> tuple[str, str, str, str]:
         """``(op, root, relative path, real local path)`` of a request path, or _Refused."""
         path = urllib.parse.urlsplit(raw_path).path
         parts = path.split("/")
@@ -340,7 +343,7 @@ class DriverFiles:
         for c in comps:
             if c in ("", ".", "..") or "/" in c or "\\" in c or "\0" in c:
                 raise _Refused(403, "path components may not be empty, '.', '..' or contain separators")
-        if op in ("file", "append") and not comps:
+        if op in ("file", "append") and not comps and method != "HEAD":   # HEAD of a root: alive?
             raise _Refused(400, "a file path is required")
         real_root = self._real[root]
         target = os.path.realpath(os.path.join(real_root, *comps))
@@ -480,6 +483,14 @@ class DriverFilesStorage(Storage):
     def _fail(self, op: str, path: str, exc: BaseException | None = None, status: int | None = None,
               data: bytes = b"") -> StorageError:
         where = f"{self.root}:{'/'.join(p for p in (self.prefix, path) if p)}"
+        if isinstance(exc, _Unreachable) and (answer := self._diagnose()) is not None:
+            # The service answers a body-less request: it refused this one before reading its body
+            # (a wrong token, an unknown root) and closed the connection while the body was sent.
+            status, data = answer
+            if status not in (200, 404):
+                return self._fail(op, path, status=status, data=data)
+            return StorageError(f"{op} {where} via the driver's file service at {self.address}: the "
+                                f"connection broke during the request ({exc}); the service itself answers")
         if isinstance(exc, _Unreachable):
             return StorageError(
                 f"{op} {where}: the driver's file service at {self.address} is unreachable from this "
@@ -498,6 +509,19 @@ class DriverFilesStorage(Storage):
             "token" in detail else ""
         return cls(f"{op} {where} via the driver's file service at {self.address}: HTTP {status} "
                    f"{detail}{hint}")
+
+    def _diagnose(self) -> tuple[int, bytes] | None:
+        """``(status, body)`` of one body-less request on a fresh connection, None if no answer."""
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=min(self.timeout, 10))
+        try:
+            conn.request("HEAD", self._url("file", "", allow_empty=True), headers={TOKEN_HEADER: self._token})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status, json.dumps({"error": resp.headers.get(ERROR_HEADER, "")}).encode()
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            conn.close()
 
     # -- Storage
     def put_file(self, local_path: str, path: str) -> None:

@@ -28,8 +28,9 @@ Design notes, with what was measured on this project's machine (pyarrow 26.0.1):
   credentials unresolved) with a connect timeout, a stall limit and a bounded retry count (S3), or
   a retry time limit (GCS). pyarrow documents ``request_timeout`` as ignored on Linux; measured, it
   is curl's low-speed limit there (a request with no byte flowing for that long fails), which is
-  the right kind of limit for multi-gigabyte transfers. With the probe settings below the silent
-  endpoint fails in 2 s per attempt and a refused one in 0.2 s. Azure (``AzureFileSystem``) and
+  the right kind of limit for multi-gigabyte transfers. With the probe settings
+  (:data:`PROBE_TIMEOUTS`) :func:`check_location` fails in 0.3 s on a refused endpoint and in
+  4.2 s on a silent one (2 attempts of a 2 s stall); ``gs://`` without credentials in 5 s. Azure (``AzureFileSystem``) and
   HDFS expose no such knobs through pyarrow; their SDKs' own retry policies apply (a refused
   Azure endpoint: 6.4 s to fail), and :func:`check_location` bounds its probe with a wall-clock
   deadline for every scheme. Measured too: with failing Azure credentials,
@@ -42,8 +43,10 @@ Design notes, with what was measured on this project's machine (pyarrow 26.0.1):
   being written, so HDFS writes go to a temporary name and are renamed into place (HDFS rename
   does not replace, so the old file is deleted first: a window of one RPC without the file).
   Local writes are a temporary file in the same directory and ``os.replace``.
-- Files stream in chunks (8 MiB to pyarrow, 1 MiB over HTTP, ``copyfile``'s own locally): a
-  multi-gigabyte checkpoint shard never sits in memory.
+- Files stream in chunks (8 MiB to pyarrow, 1 MiB over HTTP and locally): a multi-gigabyte
+  checkpoint shard never sits in memory (the tests hold Python's peak under 24 MiB while a 40 MiB
+  tree round-trips). A 100 MiB file, measured: local put 0.15 s, driver's service 0.14 s put and
+  0.12 s get over loopback, moto's S3 server 2.7 s put and 1.2 s get (``bench/storage.py``).
 - :meth:`Storage.put_tree` writes "index" files last (by default every ``*.index``, then
   ``checkpoint``, ``saved_model.pb``, ``training_metadata.json``): TensorFlow's
   ``checkpoint`` file and a SavedModel's ``saved_model.pb`` are what a reader picks a version by,

@@ -531,3 +531,33 @@ def test_index_rule_is_the_callers(tmp_path):
     assert st.put_tree(str(src), last=("manifest.json", "DONE")) == ["part-0", "part-1", "manifest.json", "DONE"]
     assert st.put_tree(str(src), last=()) == ["DONE", "manifest.json", "part-0", "part-1"]
     assert INDEX_LAST == ("*.index", "checkpoint", "saved_model.pb", "training_metadata.json")
+
+
+def test_refused_upload_is_reported_as_refused_not_unreachable(driver, tmp_path):
+    files, endpoint = driver
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(32 << 20)               # the service refuses it before reading the body
+    bad = DriverFilesStorage(endpoint.address, "wrong-token", "app")
+    with pytest.raises(StorageError) as err:
+        bad.put_file(str(big), "big.bin")
+    assert "HTTP 403" in str(err.value) and "token" in str(err.value), str(err.value)
+    assert not (tmp_path / "driver" / "app" / "big.bin").exists()
+
+
+def test_client_survives_dropped_connections_and_threads(driver, tmp_path):
+    files, endpoint = driver
+    st = open_storage(str(tmp_path / "driver" / "app" / "t"), driver=endpoint)
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    st.put_file(str(src), "one.bin")
+    files._server.close_connections()      # e.g. the service's idle timeout closed it
+    st.put_file(str(src), "two.bin")       # a dead kept-alive connection is replaced, body resent
+    files._server.close_connections()
+    st.get_file("two.bin", str(tmp_path / "two.bin"))
+    assert (tmp_path / "two.bin").read_bytes() == src.read_bytes()
+
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: st.write_bytes(f"par/{i}.txt", str(i).encode() * 1000), range(40)))
+    assert st.list("par") == {f"par/{i}.txt": len(str(i)) * 1000 for i in range(40)}
