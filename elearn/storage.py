@@ -113,6 +113,10 @@ class Location:
     kind: str
     scheme: str
 
+    def __post_init__(self):
+        if self.kind not in ("local", "shared", "remote"):
+            raise StorageError(f"Location kind must be local, shared or remote, not {self.kind!r}")
+
     @property
     def path(self) -> str:
         """The file-system path of a local or shared location."""
@@ -154,7 +158,7 @@ def parse_location(text: str | Location) -> Location:
         return Location(os.path.abspath(os.path.expanduser(text)), "local", "file")
     split = urllib.parse.urlsplit(text)
     given = split.scheme.lower()
-    if len(given) == 1:                                    # C://x: a Windows drive
+    if len(given) <= 1:                         # C://x: a Windows drive; /a://b: a strange path
         return Location(os.path.abspath(os.path.expanduser(text)), "local", "file")
     scheme = _SCHEMES.get(given)
     if scheme is None:
@@ -248,7 +252,10 @@ class Storage(abc.ABC):
     """Files at one location. Paths are relative to it and ``/``-separated.
 
     Every method raises StorageError naming the location on failure (StorageNotFound for a file
-    that is not there). Writes are atomic: a reader sees the old file or the new one, never a part.
+    that is not there). Writes are atomic: a reader sees the old file or the new one, never a part
+    (appends excepted: a reader of a growing log sees it grow). One instance may be used from many
+    threads; keep it for the life of the job (a remote one resolves its bucket's region once) and
+    open it where it is used: it does not travel to other processes, its Location does.
     """
 
     location: Location
@@ -319,7 +326,7 @@ class Storage(abc.ABC):
         prefix = _clean_rel(prefix, allow_empty=True)
         if not os.path.isdir(local_dir):
             raise StorageError(f"cannot store {local_dir!r} in {self.location.uri}: not a directory")
-        rules = tuple(last)
+        rules = (last,) if isinstance(last, str) else tuple(last)
         files = _local_files(local_dir)
         stored = self.list(prefix) if (skip_unchanged or prune) else {}
         order = sorted(files, key=lambda rel: (_rank(rel, rules), rel))
@@ -348,7 +355,7 @@ class Storage(abc.ABC):
         (pruned by a writer meanwhile) is skipped.
         """
         prefix = _clean_rel(prefix, allow_empty=True)
-        rules = tuple(last)
+        rules = (last,) if isinstance(last, str) else tuple(last)
         os.makedirs(local_dir, exist_ok=True)
         fetched: list[str] = []
 
@@ -785,18 +792,20 @@ class RemoteStorage(Storage):
 
 # -------------------------------------------------------------------------------- open / check
 
-def open_storage(location: Location | str, driver=None) -> Storage:
+def open_storage(location: Location | str, driver=None, on_driver_host: bool = False) -> Storage:
     """A Storage for ``location``.
 
-    ``driver`` says how this process reaches the driver's disk: leave it None on the driver's host
-    (a local location is then opened directly); on any other host pass the
-    :class:`elearn.driverfs.DriverEndpoint` the driver published, and a local location is reached
-    through the driver's file service. Shared and remote locations ignore it.
+    ``driver`` is the :class:`elearn.driverfs.DriverEndpoint` the driver published (None in the
+    driver itself, or when there is no service); ``on_driver_host`` says whether this process
+    runs on the driver's host, which only the caller knows (the PS coordinator does; an executor
+    on another machine does not). A local location (a path on the driver's host) is opened
+    directly on the driver's host, and through the driver's file service anywhere else. Shared
+    and remote locations are opened directly everywhere and ignore both arguments.
     """
     loc = parse_location(location)
     if loc.kind == "remote":
         return RemoteStorage(loc)
-    if loc.kind == "local" and driver is not None:
+    if loc.kind == "local" and driver is not None and not on_driver_host:
         return driver.storage_for(loc)
     return LocalStorage(loc)
 

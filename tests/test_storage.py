@@ -511,6 +511,7 @@ def test_open_storage_routes_by_kind_and_host(tmp_path, driver):
     model = open_storage(str(tmp_path / "driver" / "exported"), driver=endpoint)
     assert (model.root, model.prefix) == ("model", "")
     assert isinstance(open_storage(app + "/checkpoints", driver=None), LocalStorage)
+    assert isinstance(open_storage(app + "/checkpoints", driver=endpoint, on_driver_host=True), LocalStorage)
     assert isinstance(open_storage("file://" + app, driver=endpoint), LocalStorage)
     with pytest.raises(StorageError, match="outside what its file service serves"):
         open_storage(str(tmp_path / "elsewhere"), driver=endpoint)
