@@ -35,10 +35,8 @@ from __future__ import annotations
 import hmac
 import http.client
 import http.server
-import io
 import json
 import os
-import posixpath
 import secrets
 import shutil
 import socket
