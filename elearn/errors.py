@@ -25,5 +25,14 @@ class UserCodeError(ElearnError):
         self.details = details
 
 
+class StorageError(ElearnError):
+    """A location (a path, ``file://`` mount, object store, HDFS or the driver's file service)
+    cannot be used: the message names the location, the cause and the fix."""
+
+
+class StorageNotFound(StorageError):
+    """The file asked for is not at the location (it was never written, or was deleted)."""
+
+
 class KilledError(ElearnError):
     """The application was stopped on request (``pl_submit kill``)."""
