@@ -19,6 +19,7 @@ from elearn.console import Console
 from elearn.errors import KilledError, UserCodeError
 from elearn.jsonlines import append_record
 from elearn.registry import AppRegistry, app_credentials
+from elearn.storage import parse_location
 from elearn.zookeeper import EmbeddedZooKeeper, connect
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,14 @@ class Application:
         self.opts = opts
         self.id = opts.app_id()
         self.console = console or Console(opts.quiet)
-        root = os.path.abspath(opts.work_dir) if opts.work_dir else os.path.join(elearn_home(), "apps")
+        # Paths are made absolute, URIs kept (elearn.storage). An application directory on object
+        # storage or HDFS is kept here and copied there while the application runs and at its end.
+        work = parse_location(opts.work_dir) if opts.work_dir else None
+        root = work.path if work is not None and work.kind != "remote" else os.path.join(elearn_home(), "apps")
         self.dir = os.path.join(root, self.id)
-        self.checkpoint_dir = os.path.abspath(opts.checkpoint_dir or os.path.join(self.dir, "checkpoints"))
-        self.model_dir = os.path.abspath(opts.model_dir or os.path.join(self.dir, "model"))
+        self.work_copy = work.join(self.id) if work is not None and work.kind == "remote" else None
+        self.checkpoint_dir = parse_location(opts.checkpoint_dir or os.path.join(self.dir, "checkpoints")).uri
+        self.model_dir = parse_location(opts.model_dir or os.path.join(self.dir, "model")).uri
         self.log_dir = os.path.join(self.dir, "tensorboard")
         self.node_dir = os.path.join(self.dir, "nodes")
         self.zk: EmbeddedZooKeeper | None = None
@@ -48,6 +53,8 @@ class Application:
         self.spark = None
         self.class_cache = None       # the driver JVM's class-data archive (elearn.jvmcache)
         self.tensorboard = None
+        self.files = None             # the driver's file service, when nodes run on other hosts
+        self.work_mirror = None       # copies the application directory to --work-dir's URI
         self.master = "local"
         self.threads: list[threading.Thread] = []
         self.timings: dict[str, float] = {}
@@ -74,6 +81,7 @@ class Application:
         say(f"application {self.id} ({opts.mode} mode: {opts.ps} ps, {opts.workers} workers); "
             f"logs and state in {self.dir}")
         self.master = opts.master or default_master(opts.ps + opts.workers, opts.max_restarts)
+        self.check_locations()
         conf = self.backend.spark_conf(opts, self.master, opts.conf, say)
         check_slots(self.master, opts.ps, opts.workers, conf)  # spark.task.cpus counts
         conf = with_environment(opts, self.master, conf, say)
@@ -92,10 +100,21 @@ class Application:
                         f"saved to {self.class_cache.path} at exit, to start faster next time")
             finally:
                 zk_started.result()
+        if not self.single_host:
+            self.start_file_service()
         if opts.tensorboard:
             self.start_tensorboard()
         say(f"Spark {self.spark.version} on {self.master}")
         self.mark("spark")
+
+    def check_locations(self) -> None:
+        """Every place the application writes to is writable, before Spark starts: a scheme this
+        host cannot serve, a missing bucket or unreachable storage fails now, naming the fix."""
+        from elearn.storage import check_location
+
+        for flag, uri in (("--checkpoint-dir", self.checkpoint_dir), ("--model-dir", self.model_dir),
+                          ("--work-dir", self.work_copy.uri if self.work_copy else self.dir)):
+            check_location(uri, flag)
 
     def start_zookeeper(self) -> None:
         self.zk_auth, acl = app_credentials(os.path.join(self.dir, "zk-secret"))
@@ -156,22 +175,39 @@ class Application:
         return NodeSpec(app_id=self.id, zk=self.zk_for_nodes(), zk_auth=tuple(map(tuple, self.zk_auth)),
                         node_dir=node_dir, same_host=self.single_host, backend=self.backend, plan=plan,
                         register_timeout=self.opts.register_timeout, feed_timeout=self.opts.feed_timeout,
-                        max_restarts=self.opts.max_restarts, tf_log=self.opts.tf_log, train=train)
+                        max_restarts=self.opts.max_restarts, tf_log=self.opts.tf_log,
+                        files=self.files_endpoint, app_dir=self.dir, train=train)
 
-    def train_spec(self, job, plan, trainer_on_driver_host: bool):
-        """What the processes running ``train`` need (``elearn.specs.TrainSpec``); the application's
-        own files are written directly only by a process on this host."""
+    def train_spec(self, job, plan, on_driver_host: bool):
+        """What the processes running ``train`` need (``elearn.specs.TrainSpec``);
+        ``on_driver_host``: whether they run on this host."""
         from elearn.shipping import pack_job, job_paths
         from elearn.specs import TrainSpec
 
-        here = trainer_on_driver_host
         return TrainSpec(job=pack_job(job), backend=self.backend, num_workers=self.opts.workers,
                          num_ps=self.opts.ps, plan=plan, checkpoint_dir=self.checkpoint_dir,
-                         model_dir=self.model_dir, log_dir=self.log_dir, fill=dict(self.opts.fill),
-                         sys_path=tuple(job_paths(job)),
-                         events=self.events_path if here else None,
-                         metrics=self.metrics_path if here else None,
-                         checkpoint_every=self.opts.checkpoint_every, tf_log=self.opts.tf_log)
+                         model_dir=self.model_dir, log_dir=self.log_dir, app_dir=self.dir,
+                         fill=dict(self.opts.fill), sys_path=tuple(job_paths(job)),
+                         checkpoint_every=self.opts.checkpoint_every, on_driver_host=on_driver_host,
+                         files=self.files_endpoint, tf_log=self.opts.tf_log)
+
+    @property
+    def files_endpoint(self):
+        """How nodes on other hosts reach this driver's file service (None when all run here)."""
+        return self.files.endpoint(self.advertised_host) if self.files is not None else None
+
+    def start_file_service(self) -> None:
+        """Serve the application directory and local checkpoint and model directories to nodes on
+        other hosts: their logs, TensorBoard events, checkpoints and models come home through it."""
+        from elearn.driverfs import DriverFiles, new_token
+
+        roots = {"app": self.dir}
+        for name, uri in (("checkpoints", self.checkpoint_dir), ("model", self.model_dir)):
+            location = parse_location(uri)
+            if location.kind == "local" and not location.path.startswith(self.dir + os.sep):
+                os.makedirs(location.path, exist_ok=True)
+                roots[name] = location.path
+        self.files = DriverFiles(roots, new_token()).start()
 
     def share_coordination(self):
         """How the feed's map tasks reach this application's ZooKeeper to deal exact shares."""
@@ -331,6 +367,8 @@ class Application:
             self.zk.stop()
         if self.tensorboard is not None:
             self.tensorboard.stop()
+        if self.files is not None:
+            self.files.stop()
         try:
             os.remove(self.running_file)
         except OSError:

@@ -25,13 +25,19 @@ class Checkpointer:
         restored_from: the checkpoint path restored, or None.
     """
 
-    def __init__(self, directory: str, objects: dict, *, every_steps: int | None = None,
+    def __init__(self, directory, objects: dict, *, every_steps: int | None = None,
                  every_seconds: float | None = None, max_to_keep: int = 3, coordinator=None,
-                 on_save=None, restore_from: str | None = None, options=None, announce: bool = True):
-        """``restore_from``: where the latest checkpoint is read from when it is not ``directory``
-        (an allreduce worker other than the chief restores the chief's and writes its own)."""
+                 on_save=None, source=None, options=None, announce: bool = True):
+        """``directory``: a path, or an ``elearn.runtime.outputs.CheckpointStore`` that also keeps
+        each save where the user asked. ``source``: the store the latest checkpoint is restored
+        from when it is not ``directory``'s (an allreduce worker other than the chief restores the
+        chief's and saves its own)."""
         import tensorflow as tf
 
+        from elearn.runtime.outputs import CheckpointStore, Output
+
+        self.store = directory if isinstance(directory, CheckpointStore) else \
+            CheckpointStore(Output(str(directory), str(directory)))
         if every_steps is None and every_seconds is None:
             every_steps = 100
         self.every_steps, self.every_seconds = every_steps, every_seconds
@@ -40,9 +46,9 @@ class Checkpointer:
         self._options = options
         self._step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="elearn_step")
         self.checkpoint = tf.train.Checkpoint(elearn_step=self._step_var, **objects)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
-        self.restored_from = tf.train.latest_checkpoint(restore_from) if restore_from \
-            else self.manager.latest_checkpoint
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.store.local, max_to_keep=max_to_keep)
+        self.restored_from = source.fetch_latest(into=self.store.local + "-restore") if source is not None \
+            else self.store.fetch_latest()
         if self.restored_from:
             self.checkpoint.restore(self.restored_from, options=options)
         self.step = int(self._step_var.numpy())
@@ -64,6 +70,7 @@ class Checkpointer:
         self._step_var.assign(step)
         with quiet_tf_warnings():  # retracing notes about TF's own saver, nothing to act on
             path = self.manager.save(checkpoint_number=step, options=self._options)
+        self.store.saved(path)  # stored where the user asked, in the background
         self.step, self._last_step, self._last_time = step, step, time.monotonic()
         if self._on_save is not None:
             self._on_save(step, path)

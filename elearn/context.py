@@ -1,12 +1,13 @@
 """``TrainContext``: everything the cluster decided, handed to the user's ``train(ctx)``."""
 from __future__ import annotations
 
+import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from elearn.errors import FeedError
-from elearn.jsonlines import append_record
 from elearn.runtime.feedspec import FeedInfo
 
 
@@ -43,9 +44,7 @@ class TrainContext:
     keras: Any = None
     feeds: dict = field(default_factory=dict)       # name -> FeedInfo
     fill: dict = field(default_factory=dict)         # job-level null fills
-    chief_checkpoint_dir: str | None = None          # allreduce: where every worker restores from
-    events: Any = None                               # callable(kind, **fields) -> events file
-    metrics_path: str | None = None                  # where report() keeps metrics for the summary
+    outputs: Any = None                              # elearn.runtime.outputs.Outputs: where things go
     attempt: int = 0                                 # 0, then one more for every restart of train
 
     @property
@@ -79,46 +78,49 @@ class TrainContext:
     def checkpointer(self, name: str, objects: dict, *, every_steps=None, every_seconds=None,
                      max_to_keep: int = 3):
         """The :class:`~elearn.checkpoint.Checkpointer` of ``objects`` in ``checkpoint_dir/name``:
-        restored from where this mode restores (an allreduce worker other than the chief restores
-        the chief's checkpoints), saved through this mode's I/O device."""
+        restored from the kept checkpoints (an allreduce worker other than the chief restores the
+        chief's), saved through this mode's I/O device and stored where the user asked."""
         import os
 
         from elearn.checkpoint import Checkpointer
 
-        directory = os.path.join(self.checkpoint_dir, name) if name else self.checkpoint_dir
-        root = self.backend.restore_root(self)
-        restore_from = None if root == self.checkpoint_dir else (os.path.join(root, name) if name else root)
-        return Checkpointer(directory, objects, every_steps=every_steps, every_seconds=every_seconds,
+        if self.outputs is not None:
+            store, source = self.outputs.checkpoint_stores(name)
+        else:  # a context built by hand (tests): plain directories
+            store, source = os.path.join(self.checkpoint_dir, name) if name else self.checkpoint_dir, None
+        return Checkpointer(store, objects, every_steps=every_steps, every_seconds=every_seconds,
                             max_to_keep=max_to_keep, coordinator=self.coordinator,
-                            on_save=self._on_checkpoint, restore_from=restore_from,
+                            on_save=self._on_checkpoint, source=source,
                             options=self.backend.checkpoint_options(), announce=not name)
 
     def record(self, kind: str, **fields) -> None:
         """An event in the application's ``events.jsonl`` (written by the chief; ignored elsewhere)."""
-        if self.events is not None:
-            self.events(kind, **fields)
+        if self.is_chief and self.outputs is not None:
+            self.outputs.record("events.jsonl", json.dumps(
+                {"time": time.time(), "event": kind, "attempt": self.attempt, **fields}))
 
     def report(self, step: int | None = None, **metrics) -> None:
         """Show training progress on the driver's console and keep it for the final summary::
 
             ctx.report(step=step, loss=float(loss), examples_per_sec=rate)
         """
-        import time
-
         if not self.is_chief:
             return
         values = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, bool)) else v)
                   for k, v in metrics.items()}
-        if self.metrics_path:
-            append_record(self.metrics_path, step=step, **values)
+        self._keep_metrics(step=step, **values)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         print(time.strftime("[elearn %H:%M:%S] ") + (f"step {step}: " if step is not None else "") + shown,
               flush=True)
 
     def note_step(self, step: int) -> None:
         """Keep the step reached without showing it, so that a restart knows the steps it lost."""
-        if self.is_chief and self.metrics_path:
-            append_record(self.metrics_path, step=int(step))
+        if self.is_chief:
+            self._keep_metrics(step=int(step))
+
+    def _keep_metrics(self, **record) -> None:
+        if self.outputs is not None:
+            self.outputs.record("metrics.jsonl", json.dumps({"time": time.time(), **record}))
 
     def progress_callback(self, every_seconds: float = 10.0, batch_size: int | None = None, keras=None):
         """A Keras callback that reports step, examples/s, loss and metrics (``ctx.report``).

@@ -26,7 +26,7 @@ from elearn.errors import ElearnError
 log = logging.getLogger(__name__)
 
 
-def export_model(model, model_dir: str) -> str | None:
+def export_model(model, model_dir: str, options=None) -> str | None:
     """Save a Keras model (tf_keras or Keras 3) or a ``tf.Module`` to ``model_dir``.
 
     Returns the directory, or None when ``model`` is None. The result loads with
@@ -46,6 +46,10 @@ def export_model(model, model_dir: str) -> str | None:
     the joined variables; a sharded variable reachable only some other way (a closure, a global)
     is not seen. The joined values pass through the exporting process's memory once. Call it
     outside ``strategy.scope()``.
+
+    ``options`` (``tf.saved_model.SaveOptions``) name the device whose host writes the files: in
+    PS mode the chief's, since the parameter servers holding the variables need not see
+    ``model_dir``.
     """
     if model is None:
         return None
@@ -55,11 +59,11 @@ def export_model(model, model_dir: str) -> str | None:
         shutil.rmtree(model_dir)
     os.makedirs(os.path.dirname(os.path.abspath(model_dir)), exist_ok=True)
     with quiet_tf_warnings():
-        _save(model, model_dir)
+        _save(model, model_dir, options)
     return model_dir
 
 
-def _save(model, model_dir: str) -> None:
+def _save(model, model_dir: str, options=None) -> None:
     import tensorflow as tf
 
     module = type(model).__module__
@@ -69,12 +73,12 @@ def _save(model, model_dir: str) -> None:
         copy = _keras_serving_copy(model) if _keras_has_shards(model) else model
         if copy is None:
             with _joined_shards(model):
-                model.save(model_dir, save_format="tf", include_optimizer=False)
+                model.save(model_dir, save_format="tf", include_optimizer=False, options=options)
         else:
-            copy.save(model_dir, save_format="tf", include_optimizer=False)
+            copy.save(model_dir, save_format="tf", include_optimizer=False, options=options)
     elif isinstance(model, tf.Module):
         with _joined_shards(model):
-            tf.saved_model.save(model, model_dir)
+            tf.saved_model.save(model, model_dir, options=options)
     else:
         raise TypeError(f"train returned {type(model).__name__}; return a Keras model, a tf.Module "
                         "or None")

@@ -6,6 +6,7 @@ that text in its own, so the tail's lines carry a prefix that ``spark_error_mess
 from __future__ import annotations
 
 import os
+import sys
 
 QUOTE = "  | "  # prefix of quoted lines (a node's log tail) that a Spark error must carry whole
 
@@ -40,3 +41,33 @@ def spark_error_message(exc: Exception) -> str:
                 kept.append(line)
             return "\n".join([first, *kept])
     return "\n".join([ln for ln in text.splitlines() if ln.strip()][:12])
+
+
+class FollowedFile:
+    """The lines a growing file (a node's log) gained since the last look."""
+
+    def __init__(self, path: str):
+        self.path, self.offset = path, 0
+
+    def new_lines(self, final: bool = False) -> list[str]:
+        """Complete new lines (and, when ``final``, a last one without its newline)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        end = len(data) if final else data.rfind(b"\n") + 1
+        self.offset += end
+        return data[:end].decode("utf-8", "replace").splitlines()
+
+
+def relay(lines) -> None:
+    """Show another process's output lines through this one's ``sys.stdout`` (a terminal, a log
+    or a notebook cell, wherever the driver's output goes)."""
+    for line in lines:
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):  # the driver's stdout is gone: the log still has it
+            return

@@ -34,6 +34,8 @@ class NodeSpec:
     feed_timeout: float = 3600.0
     max_restarts: int = 3
     tf_log: bool = False
+    files: Any = None                # the driver's file service (DriverEndpoint); None: same host
+    app_dir: str = ""                # the application's directory on the driver's host
     train: "TrainSpec | None" = None  # allreduce: what each worker's training process runs
 
 
@@ -49,11 +51,12 @@ class TrainSpec:
     checkpoint_dir: str
     model_dir: str
     log_dir: str
+    app_dir: str = ""                # the application's directory on the driver's host
     fill: dict = field(default_factory=dict)
     sys_path: tuple = ()             # folders the job's own modules are imported from
-    events: str | None = None        # events.jsonl of the application, where this process sees it
-    metrics: str | None = None       # metrics.jsonl (ctx.report), likewise
     checkpoint_every: str = "epoch"  # --checkpoint-every: elearn's checkpoints of every Keras fit
+    on_driver_host: bool = True      # every process running train is on the driver's host
+    files: Any = None                # the driver's file service (elearn.driverfs.DriverEndpoint)
     tf_log: bool = False
 
 
@@ -65,6 +68,7 @@ class Attempt:
     number: int                      # 0 for the first attempt, then one more per restart
     feeds: dict                      # dataset name -> FeedInfo
     result: str                      # JSON file: the outcome (written last, atomically)
+    staging: str                     # a directory of this host for what is stored elsewhere
     cluster: dict | None = None      # PS mode: the TF cluster spec the driver published
     heartbeat: str | None = None     # allreduce: a file the process touches while alive
     scratch: str | None = None       # allreduce non-chief workers: where their saves go

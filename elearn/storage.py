@@ -571,6 +571,16 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise self._fail(f"appending {local_path} to", path, exc) from exc
 
+    def append_bytes(self, path: str, data: bytes) -> None:
+        """Append ``data`` to ``path`` (records several writers add to, such as the events file)."""
+        dest = self._path(path)
+        try:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "ab") as f:
+                f.write(data)
+        except OSError as exc:
+            raise self._fail("appending to", path, exc) from exc
+
     def list(self, prefix: str = "") -> dict[str, int]:
         try:
             return list_local(self.root, _clean_rel(prefix, allow_empty=True))

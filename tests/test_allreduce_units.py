@@ -108,6 +108,7 @@ def test_every_worker_restores_the_chiefs_checkpoint_and_only_the_chief_keeps_sa
 
     def ctx(index):
         attempt = Attempt(index=index, number=1, feeds={}, result=str(tmp_path / f"r{index}"),
+                          staging=str(tmp_path / f"staging-{index}"),
                           scratch=str(tmp_path / f"scratch-{index}") if index else None)
         return make_context(spec, attempt, tf.distribute.get_strategy(), None, SparkTFJob())
 

@@ -59,12 +59,6 @@ class AllreduceBackend:
         strategy = build_strategy(self.workers)  # before any other TF op: the collective runtime
         return strategy, None, load_job()
 
-    def directories(self, spec, attempt) -> tuple:
-        if self.is_chief(self.task_type, attempt.index):
-            return spec.checkpoint_dir, spec.model_dir, spec.log_dir
-        # Saving may run collectives, so every worker saves; only the chief's copy is kept.
-        return tuple(os.path.join(attempt.scratch, d) for d in ("checkpoints", "model", "tensorboard"))
-
     def keras(self):
         import keras
 
@@ -113,13 +107,14 @@ class AllreduceBackend:
         return ctx.strategy.distribute_datasets_from_function(per_worker)
 
     # Checkpoints: every worker saves at the same steps (saving may run collectives) into its own
-    # directory, and restores what the chief saved, so that all start from the same state.
+    # directory, and restores what the chief saved, so that all start from the same state
+    # (elearn.runtime.outputs: only the chief's are kept).
     time_check_steps: ClassVar[int] = 50   # steps between agreeing on a time-based save
 
-    def restore_root(self, ctx) -> str:
-        return ctx.checkpoint_dir if ctx.is_chief else (ctx.chief_checkpoint_dir or ctx.checkpoint_dir)
-
     def checkpoint_options(self):
+        return None
+
+    def save_options(self):
         return None
 
     def agree(self, ctx, flag: bool) -> bool:

@@ -8,13 +8,12 @@ lines.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections import Counter
 
 from elearn.errors import ClusterError
-from elearn.logtail import spark_error_message
+from elearn.logtail import FollowedFile, relay, spark_error_message
 from elearn.mpi.group import GroupRestarts
 from elearn.nodejobs import SparkJobThread, start_node_job, wait_for_nodes
 from elearn.waits import FOREVER, wait_until
@@ -25,7 +24,7 @@ def _watch(app, stage: SparkJobThread) -> list:
     opts, say, reg = app.opts, app.console.say, app.registry
     restarts = GroupRestarts(app.client, app.id)
     seen = {"registered": -1, "restarts": 0, "training": False, "metrics": 0}
-    metrics_path = os.path.join(app.dir, "metrics.jsonl")
+    chief_log = FollowedFile(os.path.join(app.node_dir, "logs", "worker-0.log"))
 
     def registered():
         app.check_killed()
@@ -70,10 +69,11 @@ def _watch(app, stage: SparkJobThread) -> list:
                 app.event("restart", cause=req["reason"], by=_cause(req["reason"]), attempt=req["attempt"])
             elif not req.get("final"):
                 say(f"{req['reason']}; no restarts left (--max-restarts {opts.max_restarts})")
-        seen["metrics"] = _show_metrics(metrics_path, seen["metrics"], say)
+        relay(chief_log.new_lines())  # the chief's output, as PS mode shows the coordinator's
         return not stage.is_alive()
 
     wait_until(finished, FOREVER, interval=0.5)
+    relay(chief_log.new_lines(final=True))
     if stage.error is not None:
         if "SPARK-24819" in str(stage.error):  # Spark's barrier slot check gave up
             raise _too_few_slots(app) from stage.error
@@ -108,29 +108,6 @@ def _too_few_slots(app) -> ClusterError:
         "standalone cluster), or ask for fewer --workers.")
 
 
-def _show_metrics(path: str, offset: int, say) -> int:
-    """Say the chief's new ``ctx.report`` lines; returns the new offset into the file."""
-    try:
-        with open(path) as f:
-            f.seek(offset)
-            text = f.read()
-    except OSError:
-        return offset
-    complete = text[:text.rfind("\n") + 1]
-    for line in complete.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        step = record.pop("step", None)
-        record.pop("time", None)
-        if not record:
-            continue  # a step noted for the summary, not a report
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-        say((f"step {step}: " if step is not None else "") + shown)
-    return offset + len(complete)
-
-
 def _failure(stats: list, max_restarts: int) -> ClusterError:
     errors = [e for s in stats for e in s.get("errors", [])]
     if any(s.get("aborted") for s in stats):
@@ -156,7 +133,7 @@ def _failure(stats: list, max_restarts: int) -> ClusterError:
 
 def run_allreduce(app, job, frame, plan) -> dict:
     """Run ``job`` in allreduce mode; returns what the result needs (model path, rows, restarts)."""
-    spec = app.node_spec(plan, train=app.train_spec(job, plan, trainer_on_driver_host=app.single_host))
+    spec = app.node_spec(plan, train=app.train_spec(job, plan, on_driver_host=app.single_host))
     stage = start_node_job(app, "allreduce", spec, frame=frame, count=app.opts.workers, barrier=True)
     stats = _watch(app, stage)
     if app.single_host:  # the tasks removed their own parts; this is their empty parent

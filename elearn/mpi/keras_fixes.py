@@ -27,6 +27,11 @@ def apply() -> bool:
         return False
     if getattr(tft, "_elearn_fixed", False):
         return True
+    import warnings
+
+    # ctx.dataset shuffles in the spool reader; Keras 3's fit(shuffle=True) default does not apply
+    # to a dataset and says so on every fit, in words the user cannot act on.
+    warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed, but will be ignored")
     multi_worker = tft._collective_all_reduce_multi_worker
     original_build = tft.TensorFlowTrainer._maybe_symbolic_build
     original_reduce = tft.reduce_per_replica

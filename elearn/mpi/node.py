@@ -50,7 +50,7 @@ def serve(task: NodeTask) -> dict:
             peers = task.barrier.gather({"host": task.host, "port": free_port()})
             mine = _run_attempt(task, restarts, Attempt(
                 index=task.index, number=number, feeds=feeds,
-                result=os.path.join(base, f"result-{number}.json"),
+                result=os.path.join(base, f"result-{number}.json"), staging=os.path.join(base, "staging"),
                 heartbeat=os.path.join(base, f"heartbeat-{number}"),
                 scratch=os.path.join(base, "scratch") if task.index else None), peers)
             attempts.append(mine)
@@ -78,8 +78,13 @@ def _run_attempt(task: NodeTask, restarts: GroupRestarts, attempt: Attempt, peer
     tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
     task.port = peers[index]["port"]
     task.note(f"attempt {attempt.number}: worker {index} of {spec.train.num_workers} at {addresses[index]}")
-    child = task.start_child(TRAINER, payload, env={"TF_CONFIG": json.dumps(tf_config)},
-                             stdin=subprocess.PIPE)
+    env = {"TF_CONFIG": json.dumps(tf_config)}
+    if not spec.tf_log:
+        # Its output is relayed to the driver's console: TensorFlow's C++ start-up lines (CUDA
+        # probing, absl) go to a file of their own instead, as in PS mode's coordinator.
+        env.update(TF_CPP_MIN_LOG_LEVEL="3",
+                   ELEARN_TF_IMPORT_LOG=os.path.join(task.node_dir, "logs", f"worker-{index}.tf-import.log"))
+    child = task.start_child(TRAINER, payload, env=env, stdin=subprocess.PIPE)
     task.update("running", child_pid=child.pid, attempt=attempt.number)
     outcome = {"worker": index, "attempt": attempt.number, "pid": child.pid, "ok": False}
     started = time.time()

@@ -61,9 +61,6 @@ class PSBackend:
         strategy, coordinator = build_strategy(attempt.cluster, job.variable_partitioner(self.num_ps))
         return strategy, coordinator, job
 
-    def directories(self, spec, attempt) -> tuple:
-        return spec.checkpoint_dir, spec.model_dir, spec.log_dir
-
     def keras(self):
         import tf_keras
 
@@ -96,13 +93,15 @@ class PSBackend:
     # the variables live on the parameter servers, whose hosts need not see the checkpoint dir.
     time_check_steps: ClassVar[int] = 1
 
-    def restore_root(self, ctx) -> str:
-        return ctx.checkpoint_dir
-
     def checkpoint_options(self):
         import tensorflow as tf
 
         return tf.train.CheckpointOptions(experimental_io_device=CHIEF_DEVICE)
+
+    def save_options(self):
+        import tensorflow as tf
+
+        return tf.saved_model.SaveOptions(experimental_io_device=CHIEF_DEVICE)
 
     def agree(self, ctx, flag: bool) -> bool:
         return flag  # one process decides

@@ -178,9 +178,7 @@ def form_cluster(app, layout: _Nodes, generation: int = 0) -> dict:
     app.console.done()
     if generation == 0:
         say("fed " + ", ".join(_fed(i, reg.nodes("worker")[i]) for i in range(workers)))
-        logs = os.path.dirname(reg.nodes("worker")[0].get("log", "")) if workers else ""
-        if logs:
-            say(f"node logs: {logs}/<role>-<index>.log on each node's host")
+        say(f"node logs: {os.path.join(app.node_dir, 'logs')}/<role>-<index>.log")
     say(f"cluster up: {ps} ps, {workers} workers, chief {spec['chief'][0]}"
         + (f" (generation {generation})" if generation else ""))
     app.event("cluster", spec=spec, generation=generation)
@@ -231,6 +229,7 @@ class CoordinatorProcess:
 
     def configure(self, train_spec, feeds: dict, cluster_spec: dict) -> None:
         attempt = Attempt(index=0, number=self.number, feeds=feeds, result=self.result_path,
+                          staging=os.path.join(os.path.dirname(self.result_path), "staging"),
                           cluster=cluster_spec)
         tmp = self.config_path + ".tmp"
         with open(tmp, "wb") as f:
@@ -351,7 +350,7 @@ def run_ps(app, job, frame, plan) -> dict:
         workers = cluster["worker"]
         feeds = {name: FeedInfo.gather(name, plan, [workers[i]["spool"][name] for i in range(opts.workers)])
                  for name in plan.names}
-        train_spec = app.train_spec(job, plan, trainer_on_driver_host=True)
+        train_spec = app.train_spec(job, plan, on_driver_host=True)
         policy = RestartPolicy(opts.max_restarts)
         in_place: Counter = Counter()  # workers' TF processes restarted by their node tasks
         attempt = 0

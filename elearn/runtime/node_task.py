@@ -82,6 +82,7 @@ class NodeTask:
     def run(self, batches) -> dict:
         """Spool ``batches``, then serve as the backend says; the node's statistics."""
         backend = self.spec.backend
+        mirror = self._ship_log()
         self.join()
         try:
             self.announce("spooling")
@@ -96,6 +97,19 @@ class NodeTask:
             for meta in self.metas.values():  # the spool lives as long as the node, also on failure
                 shutil.rmtree(meta["dir"], ignore_errors=True)
             self.leave()
+            if mirror is not None:
+                mirror.stop()  # the log's last lines reach the driver, also after a failure
+
+    def _ship_log(self):
+        """On another host than the driver: copy this node's log into the application directory
+        (``nodes/logs/<role>-<index>.log``) while it grows."""
+        if self.spec.files is None:
+            return None
+        from elearn.runtime.mirror import Mirror
+
+        open(self.log_path, "ab").close()
+        storage = self.spec.files.storage_for(os.path.join(self.spec.app_dir, "nodes", "logs"))
+        return Mirror(storage).add(self.log_path, os.path.basename(self.log_path)).start()
 
     def stats(self, **outcome) -> dict:
         return {"role": self.role, "index": self.index, "host": self.host, "port": self.port,

@@ -47,29 +47,20 @@ def _heartbeat(path: str, every: float = 2.0) -> None:
     threading.Thread(target=beat, name="elearn-heartbeat", daemon=True).start()
 
 
-def _events(spec, attempt, chief: bool):
-    if not spec.events or not chief:
-        return None
-
-    def event(kind, **fields):
-        append_record(spec.events, kind, attempt=attempt.number, **fields)
-    return event
-
-
 def make_context(spec, attempt, strategy, coordinator, job):
     """The ``TrainContext`` of this process: built here, and nowhere else."""
     from elearn.context import TrainContext
+    from elearn.runtime.outputs import Outputs
 
     backend = spec.backend
-    checkpoint_dir, model_dir, log_dir = backend.directories(spec, attempt)
-    chief = backend.is_chief(backend.task_type, attempt.index)
+    keep = backend.is_chief(backend.task_type, attempt.index)
+    outputs = Outputs(spec, attempt.staging, keep=keep, scratch=attempt.scratch)
     return TrainContext(
         strategy=strategy, backend=backend, task_type=backend.task_type, task_index=attempt.index,
-        num_workers=spec.num_workers, num_ps=spec.num_ps, checkpoint_dir=checkpoint_dir,
-        model_dir=model_dir, log_dir=log_dir, args=job.args, coordinator=coordinator,
-        keras=backend.keras(), feeds=attempt.feeds, fill=spec.fill or {},
-        chief_checkpoint_dir=spec.checkpoint_dir, metrics_path=spec.metrics,
-        events=_events(spec, attempt, chief), attempt=attempt.number)
+        num_workers=spec.num_workers, num_ps=spec.num_ps, checkpoint_dir=outputs.checkpoint_dir,
+        model_dir=outputs.model.local, log_dir=outputs.logs.local, args=job.args,
+        coordinator=coordinator, keras=backend.keras(), feeds=attempt.feeds, fill=spec.fill or {},
+        outputs=outputs, attempt=attempt.number)
 
 
 def run(spec, attempt) -> dict:
@@ -90,8 +81,8 @@ def run(spec, attempt) -> dict:
     model = job.train(ctx)
     ctx.record("train_end")
     # Saving may run collectives (allreduce): every worker exports; only the chief's copy is kept.
-    path = export_model(model, ctx.model_dir)
-    return {"model_dir": path if ctx.is_chief else None}
+    exported = export_model(model, ctx.model_dir, options=spec.backend.save_options())
+    return {"model_dir": ctx.outputs.finish(exported)}
 
 
 def main() -> None:
