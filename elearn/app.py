@@ -41,8 +41,9 @@ class Application:
         root = work.path if work is not None and work.kind != "remote" else os.path.join(elearn_home(), "apps")
         self.dir = os.path.join(root, self.id)
         self.work_copy = work.join(self.id) if work is not None and work.kind == "remote" else None
-        self.checkpoint_dir = parse_location(opts.checkpoint_dir or os.path.join(self.dir, "checkpoints")).uri
-        self.model_dir = parse_location(opts.model_dir or os.path.join(self.dir, "model")).uri
+        home = self.work_copy.uri if self.work_copy is not None else self.dir
+        self.checkpoint_dir = parse_location(opts.checkpoint_dir or f"{home}/checkpoints").uri
+        self.model_dir = parse_location(opts.model_dir or f"{home}/model").uri
         self.log_dir = os.path.join(self.dir, "tensorboard")
         self.node_dir = os.path.join(self.dir, "nodes")
         self.zk: EmbeddedZooKeeper | None = None
@@ -55,6 +56,7 @@ class Application:
         self.tensorboard = None
         self.files = None             # the driver's file service, when nodes run on other hosts
         self.work_mirror = None       # copies the application directory to --work-dir's URI
+        self.py_paths: tuple = ()     # --py-files, on the driver's disk
         self.master = "local"
         self.threads: list[threading.Thread] = []
         self.timings: dict[str, float] = {}
@@ -102,10 +104,28 @@ class Application:
                 zk_started.result()
         if not self.single_host:
             self.start_file_service()
+        if self.work_copy is not None:
+            self.start_work_copy()
         if opts.tensorboard:
             self.start_tensorboard()
         say(f"Spark {self.spark.version} on {self.master}")
         self.mark("spark")
+
+    def start_work_copy(self, every: float = 30.0) -> None:
+        """Copy the application directory to ``--work-dir``'s URI now and then, and at the end,
+        so an application can be inspected after its driver's host is gone. What only this
+        driver needs (ZooKeeper's data, the application's secret, shipped code) stays here."""
+        from elearn.runtime.mirror import Mirror
+        from elearn.storage import open_storage
+
+        self.work_mirror = Mirror(open_storage(self.work_copy), every=every).add(
+            self.dir, "", skip=("zookeeper/*", "zk-secret", "shipped/*", "coordinator/*.pkl",
+                                "coordinator/staging/*", "*/spool/*")).start()
+
+    def finish_work_copy(self) -> None:
+        """The last copy of the application directory, with its summary."""
+        if self.work_mirror is not None:
+            self.work_mirror.stop()
 
     def check_locations(self) -> None:
         """Every place the application writes to is writable, before Spark starts: a scheme this
@@ -178,6 +198,24 @@ class Application:
                         max_restarts=self.opts.max_restarts, tf_log=self.opts.tf_log,
                         files=self.files_endpoint, app_dir=self.dir, train=train)
 
+    def ship_code(self, job) -> None:
+        """``--py-files`` and the job's own folder on every node's import path (and this one's)."""
+        import sys
+
+        from elearn.pyfiles import add_to_spark, bundle, parse_py_files
+        from elearn.shipping import job_paths
+
+        paths = parse_py_files(self.opts.py_files)
+        for path in paths:
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        folders = job_paths(job)
+        files = bundle(paths, folders[0] if folders and not self.single_host else None,
+                       os.path.join(self.dir, "shipped"))
+        if files:
+            add_to_spark(self.spark, files)
+        self.py_paths = tuple(paths)
+
     def train_spec(self, job, plan, on_driver_host: bool):
         """What the processes running ``train`` need (``elearn.specs.TrainSpec``);
         ``on_driver_host``: whether they run on this host."""
@@ -187,7 +225,7 @@ class Application:
         return TrainSpec(job=pack_job(job), backend=self.backend, num_workers=self.opts.workers,
                          num_ps=self.opts.ps, plan=plan, checkpoint_dir=self.checkpoint_dir,
                          model_dir=self.model_dir, log_dir=self.log_dir, app_dir=self.dir,
-                         fill=dict(self.opts.fill), sys_path=tuple(job_paths(job)),
+                         fill=dict(self.opts.fill), sys_path=(*job_paths(job), *self.py_paths),
                          checkpoint_every=self.opts.checkpoint_every, on_driver_host=on_driver_host,
                          files=self.files_endpoint, tf_log=self.opts.tf_log)
 

@@ -67,6 +67,10 @@ class SubmitOptions:
                                        "now and shipped like --archives; the archive is cached by "
                                        "content, so an unchanged environment is packed once.",
                                  "Environment and executor shapes", "NAME_OR_PREFIX")
+    py_files: str | None = _opt(None, "Comma-separated .py, .zip and .egg files and package "
+                                      "directories put on every node's import path, as spark-submit "
+                                      "does; the job file's own folder (its .py files) travels too.",
+                                "Environment and executor shapes", "FILES")
     ps_cores: int | None = _opt(None, "Cores per PS executor (a ResourceProfile where the cluster "
                                       "manager supports it).", "Environment and executor shapes", "N")
     ps_memory: str | None = _opt(None, "Memory per PS executor, e.g. 8g.",
@@ -153,8 +157,10 @@ class SubmitOptions:
         if self.runtime != "tf":
             raise ElearnError(f"--runtime {self.runtime!r}: the runtime is tf (MultiWorkerMirroredStrategy)")
         from elearn.keras_fit import CheckpointEvery
+        from elearn.pyfiles import parse_py_files
 
         CheckpointEvery.parse(self.checkpoint_every)
+        parse_py_files(self.py_files)
         if self.app_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", self.app_name):
             raise ElearnError(f"--app-name {self.app_name!r}: use letters, digits, '.', '_' and '-'")
         return self

@@ -3,11 +3,18 @@
 The exported SavedModel is loaded on the executors, once per Spark Python worker (Spark reuses its
 Python workers across tasks, and the loaded model stays in the worker's memory), and called on
 Arrow record batches through ``mapInArrow`` — rows never travel through the driver.
+
+Where the executors find the model: a URI (``s3://``, ``gs://``, ``hdfs://``, ``abfs://``) is fetched
+by each executor once, into a folder of its working directory named after the model, that every
+Python worker of the executor then loads from; a ``file://`` directory is read where it is mounted;
+a plain path is read directly by a local Spark and, on a cluster, shipped with the job by Spark
+itself (zipped, ``addArchive``), since executors on other hosts cannot see the driver's disk.
 """
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
 from elearn.errors import ElearnError
 
@@ -22,19 +29,20 @@ def _read_signature(model_dir: str, signature: str):
 
     inputs: ``{name: (numpy dtype name, rank)}``; outputs: list of output keys.
     """
+    from elearn.errors import StorageNotFound
+    from elearn.storage import open_storage
     from elearn.tfimport import import_tensorflow
 
     tf = import_tensorflow(os.devnull)  # the driver's console gets no C++ start-up chatter
     from tensorflow.core.protobuf import saved_model_pb2
 
-    # tf.io.gfile: the model may live on shared storage (hdfs://, gs://, s3://) as well as on disk.
-    path = _join(model_dir, "saved_model.pb")
-    if not tf.io.gfile.exists(path):
+    try:
+        data = open_storage(model_dir).read_bytes("saved_model.pb")
+    except StorageNotFound:
         raise ElearnError(f"no SavedModel at {model_dir!r} (saved_model.pb missing): pass the "
-                          "directory train's model was exported to (SubmitResult.model_dir)")
+                          "directory train's model was exported to (SubmitResult.model_dir)") from None
     proto = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(path, "rb") as f:
-        proto.ParseFromString(f.read())
+    proto.ParseFromString(data)
     sigs = proto.meta_graphs[0].signature_def
     if signature not in sigs:
         raise ElearnError(f"the model at {model_dir!r} has no signature {signature!r}; it has "
@@ -43,19 +51,80 @@ def _read_signature(model_dir: str, signature: str):
     inputs = {name: (tf.dtypes.as_dtype(t.dtype).as_numpy_dtype.__name__,
                      len(t.tensor_shape.dim) if not t.tensor_shape.unknown_rank else None)
               for name, t in sig.inputs.items()}
-    return inputs, sorted(sig.outputs)
+    return inputs, sorted(sig.outputs), len(data)
 
 
-def _join(model_dir: str, name: str) -> str:
-    return model_dir.rstrip("/") + "/" + name if "://" in model_dir else os.path.join(model_dir, name)
+@dataclass(frozen=True)
+class _Source:
+    """How an executor reaches the model: a path it can read, an archive Spark shipped to it
+    (by name), or a URI it fetches."""
+
+    path: str | None = None
+    shipped: str | None = None
+    uri: str | None = None
+    version: str = ""    # the size of saved_model.pb: a model exported again is fetched again
+
+    def local_path(self) -> str:
+        if self.path is not None:
+            return self.path
+        if self.shipped is not None:
+            from pyspark import SparkFiles
+
+            return os.path.join(SparkFiles.getRootDirectory(), self.shipped)
+        return _fetched(self.uri, self.version)
 
 
-def _load(model_dir: str, signature: str):
+def _fetched(uri: str, version: str) -> str:
+    """The model at ``uri`` in this executor's working directory, fetched by the first Python
+    worker that needs it (the others wait for it under a lock file)."""
+    import fcntl
+    import hashlib
+
+    from elearn.storage import open_storage
+
+    name = hashlib.sha256(f"{uri}\0{version}".encode()).hexdigest()[:16]
+    target = os.path.abspath(os.path.join("elearn-models", name))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(target, "saved_model.pb")):
+            open_storage(uri).get_tree("", target + ".part")
+            os.replace(target + ".part", target)
+    return target
+
+
+def _source(df, model_dir: str, version: int) -> _Source:
+    """Where the executors of ``df``'s session will find ``model_dir``."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from elearn.storage import parse_location
+
+    location = parse_location(model_dir)
+    if location.kind == "remote":
+        return _Source(uri=location.uri, version=str(version))
+    spark = df.sparkSession
+    master = spark.conf.get("spark.master", "local")
+    if location.kind == "shared" or (master.startswith("local") and not master.startswith("local-cluster")):
+        return _Source(path=location.path)
+    # A path on the driver's disk: Spark ships it to every executor, once per model.
+    name = "elearn-model-" + hashlib.sha256(f"{location.path}\0{version}".encode()).hexdigest()[:12]
+    folder = tempfile.mkdtemp(prefix="elearn-predict-")
+    archive = shutil.make_archive(os.path.join(folder, name), "zip", location.path)
+    from elearn.pyfiles import add_archive
+
+    add_archive(spark, archive)
+    return _Source(shipped=name + ".zip")
+
+
+def _load(source: _Source, signature: str):
     import tensorflow as tf
 
-    # A model exported again to the same place is loaded again.
-    key = (model_dir, signature, tf.io.gfile.stat(_join(model_dir, "saved_model.pb")).mtime_nsec)
     with _LOCK:
+        model_dir = source.local_path()
+        # A model exported again to the same place is loaded again.
+        key = (model_dir, signature, os.stat(os.path.join(model_dir, "saved_model.pb")).st_mtime_ns)
         fn = _LOADED.get(key)
         if fn is None:
             model = tf.saved_model.load(model_dir)
@@ -91,13 +160,13 @@ def _column_to_numpy(column, dtype: str, rank: int | None, name: str):
     return values.reshape(-1, 1) if rank == 2 else values
 
 
-def _scorer(model_dir: str, signature: str, inputs: dict, columns: dict, output: str,
+def _scorer(source: _Source, signature: str, inputs: dict, columns: dict, output: str,
             output_col: str, batch_size: int):
     def score(batches):
         import numpy as np
         import pyarrow as pa
 
-        fn = _load(model_dir, signature)
+        fn = _load(source, signature)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -124,8 +193,9 @@ def predict(df, model_dir: str, *, output_col: str = "prediction", features: dic
     The model's signature inputs are fed from the columns of the same name (``features`` maps
     input name -> column name where they differ). Numeric columns are cast to the input's dtype,
     array columns are padded with zeros to the longest list of each batch. The model must return one
-    number per row (``output`` picks the output when the signature has several). ``model_dir``
-    must be readable from every executor (shared storage on a real cluster)::
+    number per row (``output`` picks the output when the signature has several). ``model_dir`` is
+    a path on the driver's host (shipped to the executors by Spark on a cluster) or a URI
+    (``s3://``, ``gs://``, ``hdfs://``, ``abfs://``, ``file://``), fetched once per executor::
 
         scored = elearn.predict(validation_df, result.model_dir)
         scored.select(F.sqrt(F.avg((F.col("prediction") - F.col("rating")) ** 2))).show()
@@ -134,8 +204,10 @@ def predict(df, model_dir: str, *, output_col: str = "prediction", features: dic
     """
     from pyspark.sql import types as T
 
-    model_dir = os.path.abspath(model_dir) if "://" not in model_dir else model_dir
-    inputs, outputs = _read_signature(model_dir, signature)
+    from elearn.storage import parse_location
+
+    model_dir = parse_location(model_dir).uri
+    inputs, outputs, version = _read_signature(model_dir, signature)
     if output is None:
         if len(outputs) != 1:
             raise ElearnError(f"the signature {signature!r} has outputs {outputs}; choose one with output=")
@@ -152,5 +224,6 @@ def predict(df, model_dir: str, *, output_col: str = "prediction", features: dic
                           f"(columns: {', '.join(df.columns)}); rename them or pass features={{input: column}}")
     schema = T.StructType(df.schema.fields + [T.StructField(output_col, T.DoubleType(), True)])
     indexed = {name: df.columns.index(col) for name, col in columns.items()}
-    return df.mapInArrow(_scorer(model_dir, signature, inputs, indexed, output, output_col, batch_size),
+    source = _source(df, model_dir, version)
+    return df.mapInArrow(_scorer(source, signature, inputs, indexed, output, output_col, batch_size),
                          schema)

@@ -74,6 +74,7 @@ def submit(job, **options) -> SubmitResult:
     try:
         with app:
             app.start()
+            app.ship_code(job)
             frame, plan = _pre_train(app, job)
             outputs = app.backend.drive(app, job, frame, plan)
             _post_train(app, job, result, outputs)
@@ -153,6 +154,7 @@ def _report(app: Application, result: SubmitResult, outputs: dict) -> None:
     summary = build_summary(result, app, outputs, outputs.get("per_worker_rows", {}))
     if os.path.isdir(app.dir):
         write_summary(summary, app.dir)
+        app.finish_work_copy()
     for line in summary_lines(summary):
         app.console.say(line)
     if result.ok:

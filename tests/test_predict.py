@@ -81,11 +81,13 @@ def loads_per_worker(spark) -> dict:
     return {r.pid: r.loads for r in spark.range(4, numPartitions=4).mapInArrow(probe, "pid long, loads long").collect()}
 
 
-def test_a_model_url_is_read_through_tf_io_and_loaded_once_per_python_worker(spark, fm):
-    """``file://`` goes through tf.io.gfile like hdfs:// or gs:// would; scoring twice loads the
+def test_a_file_url_model_is_read_where_it_is_mounted_and_loaded_once_per_python_worker(spark, fm, tmp_path):
+    """``file://`` is a directory mounted on every host, read in place; scoring twice loads the
     model once in each Python worker that scores."""
+    import shutil
+
     _, path = fm
-    url = "file://" + path
+    url = "file://" + shutil.copytree(path, str(tmp_path / "mounted" / "model"))
     before = loads_per_worker(spark)
     first = elearn.predict(frame(spark).repartition(3), url).collect()
     second = elearn.predict(frame(spark, seed=1).repartition(3), url).collect()

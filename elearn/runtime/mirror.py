@@ -9,6 +9,7 @@ a slow or unreachable driver never stops the node.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import threading
@@ -19,17 +20,17 @@ log = logging.getLogger(__name__)
 class Mirror:
     def __init__(self, storage, every: float = 1.0):
         self.storage, self.every = storage, every
-        self._sources: list[tuple[str, str]] = []   # (local file or directory, destination path)
+        self._sources: list[tuple[str, str, tuple]] = []   # (local, destination, names skipped)
         self._offsets: dict[str, int] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, local: str, destination: str) -> "Mirror":
+    def add(self, local: str, destination: str, skip=()) -> "Mirror":
         """Mirror the file ``local`` to ``destination`` (or, for a directory, every file in it
-        below ``destination``)."""
+        below ``destination``, except those whose path in it matches a pattern of ``skip``)."""
         with self._lock:
-            self._sources.append((local, destination))
+            self._sources.append((local, destination, tuple(skip)))
         return self
 
     def start(self) -> "Mirror":
@@ -43,8 +44,8 @@ class Mirror:
 
     def sync(self) -> None:
         with self._lock:
-            for local, destination in self._sources:
-                for path, dest in _files(local, destination):
+            for local, destination, skip in self._sources:
+                for path, dest in _files(local, destination, skip):
                     try:
                         self._offsets[path] = self.storage.append_file(path, dest, self._offsets.get(path, 0))
                     except Exception as exc:  # the next turn tries again
@@ -58,7 +59,7 @@ class Mirror:
         self.sync()
 
 
-def _files(local: str, destination: str):
+def _files(local: str, destination: str, skip=()):
     if os.path.isfile(local):
         yield local, destination
         return
@@ -66,4 +67,6 @@ def _files(local: str, destination: str):
         for name in sorted(names):
             path = os.path.join(root, name)
             rel = os.path.relpath(path, local).replace(os.sep, "/")
+            if any(fnmatch.fnmatchcase(rel, pattern) for pattern in skip):
+                continue
             yield path, f"{destination}/{rel}" if destination else rel
