@@ -19,6 +19,7 @@ from elearn.console import Console
 from elearn.errors import KilledError, UserCodeError
 from elearn.jsonlines import append_record
 from elearn.registry import AppRegistry, app_credentials
+from elearn.sparkops import SparkOps
 from elearn.storage import parse_location
 from elearn.zookeeper import EmbeddedZooKeeper, connect
 
@@ -52,6 +53,8 @@ class Application:
         self.client = None
         self.registry: AppRegistry | None = None
         self.spark = None
+        self.owns_spark = False       # elearn built the session (and stops it), or it was the user's
+        self.ops = None               # elearn.sparkops.SparkOps over the session
         self.class_cache = None       # the driver JVM's class-data archive (elearn.jvmcache)
         self.tensorboard = None
         self.files = None             # the driver's file service, when nodes run on other hosts
@@ -75,41 +78,75 @@ class Application:
         take seconds), and TensorBoard if asked."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from elearn.jvmcache import fresh_jvm_class_cache
-        from elearn.session import build_session, check_slots, default_master, with_environment
-        from elearn.tfimport import stderr_to
+        from elearn.session import check_slots, default_master, running_session, with_environment
 
         opts, say = self.opts, self.console.say
         say(f"application {self.id} ({opts.mode} mode: {opts.ps} ps, {opts.workers} workers); "
             f"logs and state in {self.dir}")
-        self.master = opts.master or default_master(opts.ps + opts.workers, opts.max_restarts)
         self.check_locations()
-        conf = self.backend.spark_conf(opts, self.master, opts.conf, say)
-        check_slots(self.master, opts.ps, opts.workers, conf)  # spark.task.cpus counts
-        conf = with_environment(opts, self.master, conf, say)
+        existing = running_session(opts)
+        if existing is not None:
+            self.use_session(existing)
+        else:
+            self.master = opts.master or default_master(opts.ps + opts.workers, opts.max_restarts)
+            conf = self.backend.spark_conf(opts, self.master, opts.conf, say)
+            check_slots(self.master, opts.ps, opts.workers, conf)  # spark.task.cpus counts
+            conf = with_environment(opts, self.master, conf, say)
         with ThreadPoolExecutor(1, thread_name_prefix="elearn-zk") as pool:
             zk_started = pool.submit(self.start_zookeeper)
             try:
-                # The JVM inherits this stderr for life: its start-up chatter and later Spark
-                # errors go to spark.log in the application directory (--tf-log: the console).
-                spark_log = None if opts.tf_log else os.path.join(self.dir, "spark.log")
-                self.class_cache = fresh_jvm_class_cache(conf)
-                with stderr_to(spark_log):
-                    self.spark = build_session(self.id, self.master, conf, quiet=not opts.tf_log,
-                                               class_cache=self.class_cache)
-                if self.class_cache is not None and self.class_cache.dumping:
-                    say("first start of this Spark on this machine: its driver JVM's classes are "
-                        f"saved to {self.class_cache.path} at exit, to start faster next time")
+                if existing is None:
+                    self.spark = self.build_session(conf)
+                    self.owns_spark = True
             finally:
                 zk_started.result()
+        self.ops = SparkOps(self.spark)
+        self.ops.watch_progress()
         if not self.single_host:
             self.start_file_service()
         if self.work_copy is not None:
             self.start_work_copy()
         if opts.tensorboard:
             self.start_tensorboard()
-        say(f"Spark {self.spark.version} on {self.master}")
+        say(f"Spark {self.spark.version} on {self.master}" + (
+            "" if self.owns_spark else " (the session already running here; it stays running)"))
         self.mark("spark")
+
+    def build_session(self, conf: dict):
+        """elearn's own SparkSession (stopped at the end): local or a cluster's, or a Spark Connect
+        server's with ``--remote``."""
+        from elearn.jvmcache import fresh_jvm_class_cache
+        from elearn.session import build_session, connect_session
+        from elearn.tfimport import stderr_to
+
+        if self.opts.remote:
+            return connect_session(self.opts.remote, self.id)
+        # The JVM inherits this stderr for life: its start-up chatter and later Spark errors go
+        # to spark.log in the application directory (--tf-log: the console).
+        spark_log = None if self.opts.tf_log else os.path.join(self.dir, "spark.log")
+        self.class_cache = fresh_jvm_class_cache(conf)
+        with stderr_to(spark_log):
+            spark = build_session(self.id, self.master, conf, quiet=not self.opts.tf_log,
+                                  class_cache=self.class_cache)
+        if self.class_cache is not None and self.class_cache.dumping:
+            self.console.say("first start of this Spark on this machine: its driver JVM's classes "
+                             f"are saved to {self.class_cache.path} at exit, to start faster next time")
+        return spark
+
+    def use_session(self, spark) -> None:
+        """Run on a session that was there before (the user's, or ``spark=``): as it is. elearn
+        checks it can run the nodes, marks its own jobs and cancels only those, and never stops it."""
+        from elearn.session import check_slots, refuse_for_running_session
+
+        self.spark, self.owns_spark = spark, False
+        self.master = SparkOps(spark).master
+        refuse_for_running_session(self.opts, self.master)
+        conf = self.backend.spark_conf(self.opts, self.master, {}, self.console.say)
+        check_slots(self.master, self.opts.ps, self.opts.workers, conf)
+
+    def tag(self, what: str) -> str:
+        """The tag of this application's Spark jobs for ``what`` (a node role, or pre_train)."""
+        return f"elearn-{self.id}-{what}"
 
     def start_work_copy(self, every: float = 30.0) -> None:
         """Copy the application directory to ``--work-dir``'s URI now and then, and at the end,
@@ -175,10 +212,17 @@ class Application:
 
     @property
     def advertised_host(self) -> str:
-        """The address other hosts reach this driver at (loopback when every node runs here)."""
-        if self.single_host:
-            return "127.0.0.1"
-        return os.environ.get("ELEARN_HOST") or self.spark.conf.get("spark.driver.host")
+        """The address other hosts reach this driver at: loopback when every node runs here; the
+        Spark driver's (``spark.driver.host``, which executors already reach) on a cluster; over
+        Spark Connect, the address routing to the server."""
+        from elearn.hosts import advertise_host
+
+        if self.single_host or os.environ.get("ELEARN_HOST"):
+            return advertise_host(self.single_host)
+        driver_host = self.ops.conf("spark.driver.host")
+        if self.ops.remote:
+            return advertise_host(False, towards=driver_host)
+        return driver_host or advertise_host(False)
 
     def zk_for_nodes(self) -> str:
         """ZooKeeper as the nodes reach it: the embedded server listens on every interface, so
@@ -202,7 +246,7 @@ class Application:
         """``--py-files`` and the job's own folder on every node's import path (and this one's)."""
         import sys
 
-        from elearn.pyfiles import add_to_spark, bundle, parse_py_files
+        from elearn.pyfiles import bundle, parse_py_files
         from elearn.shipping import job_paths
 
         paths = parse_py_files(self.opts.py_files)
@@ -213,7 +257,7 @@ class Application:
         files = bundle(paths, folders[0] if folders and not self.single_host else None,
                        os.path.join(self.dir, "shipped"))
         if files:
-            add_to_spark(self.spark, files)
+            self.ops.add_py_files(files)
         self.py_paths = tuple(paths)
 
     def train_spec(self, job, plan, on_driver_host: bool):
@@ -280,7 +324,14 @@ class Application:
 
     @property
     def single_host(self) -> bool:
-        return self.master.startswith("local") and not self.master.startswith("local-cluster")
+        """Every node runs on this host: a local master of this process's Spark (or of a Spark
+        Connect server on this host)."""
+        from elearn.hosts import is_local_address
+
+        if not (self.master.startswith("local") and not self.master.startswith("local-cluster")):
+            return False
+        return not (self.ops is not None and self.ops.remote) or \
+            is_local_address(self.ops.conf("spark.driver.host") or "localhost")
 
     def run_user(self, what: str, fn, *args):
         """Call the user's code on the driver; its exception becomes a UserCodeError that keeps
@@ -289,7 +340,7 @@ class Application:
         ``pl_submit kill`` meanwhile cancels the code's Spark jobs, so a long ``pre_train`` or
         ``post_train`` stops at its current Spark action instead of running to its end.
         """
-        with self._cancel_spark_on_kill() as killed:
+        with self._cancel_spark_on_kill(what) as killed, self._tagged(what):
             try:
                 out = fn(*args)
             except Exception as exc:
@@ -301,22 +352,22 @@ class Application:
             raise KilledError(f"killed on request during {what}")
         return out
 
+    def _tagged(self, what: str):
+        return self.ops.tagged(self.tag(what)) if self.ops is not None else contextlib.nullcontext()
+
     @contextlib.contextmanager
-    def _cancel_spark_on_kill(self, every: float = 0.5):
-        """An Event set once a kill is requested; from then on, Spark's jobs are cancelled (again
-        every ``every`` seconds: the user's code may start another) until the block ends."""
+    def _cancel_spark_on_kill(self, what: str, every: float = 0.5):
+        """An Event set once a kill is requested; from then on, the Spark jobs ``what`` started
+        are cancelled (again every ``every`` seconds: the user's code may start another) until the
+        block ends. Other jobs of the session (the user's own) are left alone."""
         killed, done = threading.Event(), threading.Event()
-        if self.registry is None or self.spark is None:
+        if self.registry is None or self.ops is None:
             yield killed
             return
-        sc = self.spark.sparkContext
 
         def keep_cancelling():
             while not done.is_set():
-                try:
-                    sc.cancelAllJobs()
-                except Exception:  # Spark stopping under us: nothing left to cancel
-                    return
+                self.ops.cancel(self.tag(what))
                 done.wait(every)
 
         def on_change(data, _stat):
@@ -370,9 +421,11 @@ class Application:
         deadline = time.monotonic() + join_timeout
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if self.spark is not None and any(t.is_alive() for t in self.threads):
-            self.spark.sparkContext.cancelAllJobs()
-            for t in self.threads:
+        alive = [t for t in self.threads if t.is_alive()]
+        if self.ops is not None and alive:
+            for t in alive:  # only this application's jobs: the session may be the user's
+                self.ops.cancel(t.tag)
+            for t in alive:
                 t.join(10)
 
     def close(self, join_timeout: float = 30.0) -> None:
@@ -380,7 +433,8 @@ class Application:
             return
         self._closed = True
         t0 = time.monotonic()
-        self.console.say("teardown: stopping the TF nodes, Spark" + (" and ZooKeeper" if self.zk else ""))
+        self.console.say("teardown: stopping the TF nodes" + (", Spark" if self.owns_spark else "")
+                         + (" and ZooKeeper" if self.zk else ""))
         self.release_nodes(join_timeout)
         if self.registry is not None:
             try:
@@ -393,14 +447,16 @@ class Application:
                 self.client.close()
             except Exception:
                 pass
-        if self.spark is not None:
+        if self.ops is not None:
+            self.ops.close()
+        if self.spark is not None and self.owns_spark:
             try:
                 self.spark.stop()
             except Exception:
                 pass
-            self.spark = None
             if self.class_cache is not None:
                 self.class_cache.finish(keep=self._final_state == "done")
+        self.spark = None
         if self.zk is not None:
             self.zk.stop()
         if self.tensorboard is not None:

@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from elearn.errors import ElearnError
 
@@ -27,6 +28,7 @@ class Flag:
     metavar: str = ""
     cli: str = ""              # the flag's name when it differs from the field's (args -> --arg)
     repeatable: bool = False   # --conf a=1 --conf b=2
+    python_only: bool = False  # a keyword of submit() with no command-line flag (a SparkSession)
 
     def flag(self, name: str) -> str:
         return "--" + (self.cli or name).replace("_", "-")
@@ -48,6 +50,9 @@ class SubmitOptions:
                       "(MultiWorkerMirroredStrategy, train runs in every worker).", "Cluster", "N")
     workers: int = _opt(1, "TF workers; each is one Spark task fed one share of the DataFrame.",
                         "Cluster", "N")
+    remote: str | None = _opt(None, "Spark Connect server sc://HOST:PORT to run on instead of starting "
+                                    "Spark here (as in a notebook's Connect session).",
+                              "Cluster", "sc://HOST:PORT")
     master: str | None = _opt(None, "Spark master URL (local[K], local-cluster[N,C,M], spark://..., "
                                     "yarn, k8s://...). Default: local[ps + workers], enough task "
                                     "slots for every node.", "Cluster", "URL")
@@ -109,6 +114,9 @@ class SubmitOptions:
     runtime: str = _opt("tf", "Allreduce mode's runtime: tf (MultiWorkerMirroredStrategy).",
                         "Waits and recovery", "tf")
     tf_log: bool = _opt(False, "Let TensorFlow's and Spark's own log output through.", "Output")
+    spark: Any = _opt(None, "A SparkSession to run on (Python only: submit(..., spark=session)); by "
+                            "default the one already running in the process, if any.", "Cluster",
+                      python_only=True)
     tensorboard: bool = _opt(False, "Start TensorBoard on the driver over the application's log dir "
                                     "and print its URL.", "Output")
     quiet: bool = _opt(False, "Print only errors.", "Output")
@@ -132,7 +140,8 @@ class SubmitOptions:
                      for u in unknown]
             raise ElearnError(f"unknown option(s): {', '.join(unknown)}"
                               + "".join(f"; {h}" for h in hints if h))
-        return cls(**{name: coerce(option_field(name), value) for name, value in kwargs.items()}).checked()
+        return cls(**{name: value if option_field(name).metadata["flag"].python_only
+                      else coerce(option_field(name), value) for name, value in kwargs.items()}).checked()
 
     def checked(self) -> "SubmitOptions":
         """Raise an ``ElearnError`` naming the flag and the fix for any value that cannot work."""
@@ -161,13 +170,19 @@ class SubmitOptions:
 
         CheckpointEvery.parse(self.checkpoint_every)
         parse_py_files(self.py_files)
+        if self.remote and self.master:
+            raise ElearnError(f"--remote {self.remote} and --master {self.master}: a Spark Connect server "
+                              "has its own master; give one of them")
+        if self.remote and not self.remote.startswith("sc://"):
+            raise ElearnError(f"--remote {self.remote!r}: use a Spark Connect URL, sc://HOST:PORT")
         if self.app_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", self.app_name):
             raise ElearnError(f"--app-name {self.app_name!r}: use letters, digits, '.', '_' and '-'")
         return self
 
 
-def option_fields() -> list:
-    return [f for f in fields(SubmitOptions) if "flag" in f.metadata]
+def option_fields(cli: bool = True) -> list:
+    """The options with a command-line flag (``cli``), or all of them."""
+    return [f for f in fields(SubmitOptions) if not (cli and f.metadata["flag"].python_only)]
 
 
 def option_field(name: str):

@@ -17,24 +17,25 @@ from elearn.runtime.node_task import STATS_SCHEMA, arrow_task
 
 
 class SparkJobThread(threading.Thread):
-    """Runs ``body()`` (which collects a Spark job) under the application's job group ``role``.
+    """Runs ``body()`` (which collects a Spark job) with the jobs marked as the application's
+    ``role`` (``app.tag(role)``), so that they, and only they, can be watched and cancelled.
 
     ``result`` holds what ``body`` returned, ``error`` what it raised; the driver's waits report
     either. ``app.close()`` joins these threads, and cancels their jobs if they do not end.
     """
 
     def __init__(self, app, role: str, body, description: str):
-        super().__init__(name=f"elearn-{role}-job", daemon=True)
+        super().__init__(name=f"elearn-{app.id}-{role}-job", daemon=True)
         self.app, self.role, self.body, self.description = app, role, body, description
+        self.tag = app.tag(role)
         self.result, self.error = None, None
 
     def run(self):
-        self.app.spark.sparkContext.setJobGroup(f"{self.app.id}-{self.role}", self.description,
-                                                interruptOnCancel=True)
-        try:
-            self.result = self.body()
-        except Exception as exc:  # reported by the driver's waits
-            self.error = exc
+        with self.app.ops.tagged(self.tag, self.description):
+            try:
+                self.result = self.body()
+            except Exception as exc:  # reported by the driver's waits
+                self.error = exc
 
 
 class UpstreamProgress:
@@ -61,12 +62,13 @@ class UpstreamProgress:
     PLANNING_LIMIT = 120.0
 
     def __init__(self, app, role: str, blocked=None):
-        self.app, self.role, self.group = app, role, f"{app.id}-{role}"
+        self.app, self.role, self.tag = app, role, app.tag(role)
+        self.thread = f"elearn-{app.id}-{role}-job"
         self.blocked = blocked or (lambda: False)
-        self.completed: dict[tuple[int, int], int] = {}  # (job, stage) -> completed tasks
+        self.completed: dict[int, int] = {}  # stage -> completed tasks
         self.moved_at: float | None = None
         self.planning_since: float | None = None
-        self.staleness = _heartbeat_seconds(app.spark) + 2.0
+        self.staleness = app.ops.heartbeat_seconds() + 2.0
 
     def _planning(self, now: float) -> bool:
         alive = any(getattr(t, "role", None) == self.role and t.is_alive() for t in self.app.threads)
@@ -80,24 +82,15 @@ class UpstreamProgress:
     def __call__(self, registered: int) -> str | None:
         """A description of the work going on ("" if nothing to show yet), or None if none is."""
         try:
-            tracker = self.app.spark.sparkContext.statusTracker()
             now = time.monotonic()
-            active, running, parts = 0, False, []
-            for job_id in tracker.getJobIdsForGroup(self.group):
-                job = tracker.getJobInfo(job_id)
-                if job is None or job.status != "RUNNING":
-                    continue
-                running = True
-                for stage_id in list(job.stageIds):
-                    stage = tracker.getStageInfo(stage_id)
-                    if stage is None or stage.numCompletedTasks >= stage.numTasks:
-                        continue
-                    if self.completed.get((job_id, stage_id)) != stage.numCompletedTasks:
-                        self.completed[(job_id, stage_id)] = stage.numCompletedTasks
-                        self.moved_at = now
-                    active += stage.numActiveTasks
-                    if stage.numActiveTasks or stage.numCompletedTasks:
-                        parts.append(f"stage {stage_id} {stage.numCompletedTasks}/{stage.numTasks} tasks done")
+            running, stages, active = self.app.ops.job_progress(self.tag, self.thread)
+            parts = []
+            for stage_id, done, total, stage_active in stages:
+                if self.completed.get(stage_id) != done:
+                    self.completed[stage_id] = done
+                    self.moved_at = now
+                if stage_active or done:
+                    parts.append(f"stage {stage_id} {done}/{total} tasks done")
             if running:
                 self.planning_since = None
             elif self._planning(now):
@@ -107,14 +100,6 @@ class UpstreamProgress:
             return ", ".join(parts) if recent or active > registered else None
         except Exception:  # progress is informative only
             return None
-
-
-def _heartbeat_seconds(spark) -> float:
-    try:
-        return spark.sparkContext._jsc.sc().conf().getTimeAsMs(
-            "spark.executor.heartbeatInterval", "10s") / 1000.0
-    except Exception:
-        return 10.0
 
 
 def wait_for_nodes(app, role: str, check, timeout: float, on_timeout, interval: float = 0.3,
@@ -146,6 +131,9 @@ def start_node_job(app, role: str, spec, frame=None, count: int = 0, barrier: bo
     ``frame`` is the feed (one partition per worker); without it the job runs over ``count`` rows
     in as many partitions. Returns the started job thread (also in ``app.threads``).
     """
+    if profile is not None and app.ops.remote:
+        profile.id  # created on the server now: a Connect session is known only to this thread
+
     def body():
         source = frame if frame is not None else app.spark.range(count, numPartitions=count)
         extra = {"profile": profile} if profile is not None else {}

@@ -105,16 +105,16 @@ def _source(df, model_dir: str, version: int) -> _Source:
     if location.kind == "remote":
         return _Source(uri=location.uri, version=str(version))
     spark = df.sparkSession
-    master = spark.conf.get("spark.master", "local")
+    master = spark.conf.get("spark.master", "local") or "local"
     if location.kind == "shared" or (master.startswith("local") and not master.startswith("local-cluster")):
         return _Source(path=location.path)
     # A path on the driver's disk: Spark ships it to every executor, once per model.
     name = "elearn-model-" + hashlib.sha256(f"{location.path}\0{version}".encode()).hexdigest()[:12]
     folder = tempfile.mkdtemp(prefix="elearn-predict-")
     archive = shutil.make_archive(os.path.join(folder, name), "zip", location.path)
-    from elearn.pyfiles import add_archive
+    from elearn.sparkops import SparkOps
 
-    add_archive(spark, archive)
+    SparkOps(spark).add_archive(archive)
     return _Source(shipped=name + ".zip")
 
 

@@ -38,7 +38,6 @@ def parse_py_files(value: str | None) -> list[str]:
 
 def bundle(paths: list[str], job_folder: str | None, into: str) -> list[str]:
     """The files to add to Spark for ``paths`` and the job's folder: directories zipped into ``into``."""
-    os.makedirs(into, exist_ok=True)
     out = []
     for path in paths:
         if os.path.isdir(path):
@@ -52,6 +51,7 @@ def bundle(paths: list[str], job_folder: str | None, into: str) -> list[str]:
 
 
 def _zip(folder: str, target: str, prefix: str) -> str:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     count = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
         for root, dirs, files in os.walk(folder):
@@ -68,20 +68,3 @@ def _zip(folder: str, target: str, prefix: str) -> str:
                 full = os.path.join(root, name)
                 zf.write(full, os.path.join(prefix, os.path.relpath(full, folder)))
     return target
-
-
-def add_to_spark(spark, files: list[str]) -> None:
-    """Put ``files`` on the executors' import path (classic sessions and Spark Connect alike)."""
-    if hasattr(spark, "addArtifacts") and not hasattr(spark, "sparkContext"):
-        spark.addArtifacts(*files, pyfile=True)   # Spark Connect: no SparkContext
-        return
-    for path in files:
-        spark.sparkContext.addPyFile(path)
-
-
-def add_archive(spark, path: str) -> None:
-    """Ship the archive ``path`` to every executor, unpacked there under its file name."""
-    if hasattr(spark, "addArtifacts") and not hasattr(spark, "sparkContext"):
-        spark.addArtifacts(path, archive=True)
-        return
-    spark.sparkContext.addArchive(path)

@@ -123,8 +123,9 @@ def discovery_script(conf: dict) -> str:
     return conf.get(DISCOVERY_CONF) or os.path.join(os.path.dirname(__file__), "resources", "gpus.sh")
 
 
-def build_profiles(spark, opts, master: str, say=lambda msg: None) -> dict:
-    """``{"ps": ResourceProfile | None, "worker": ResourceProfile | None}`` for this cluster.
+def build_profiles(conf_get, opts, master: str, say=lambda msg: None) -> dict:
+    """``{"ps": ResourceProfile | None, "worker": ResourceProfile | None}`` for this cluster;
+    ``conf_get(key, default)`` reads the running application's settings.
 
     Returns no profiles (and says why, once) where the master cannot apply them.
     """
@@ -141,9 +142,8 @@ def build_profiles(spark, opts, master: str, say=lambda msg: None) -> dict:
     from pyspark.resource import (ExecutorResourceRequests, ResourceProfileBuilder,
                                   TaskResourceRequests)
 
-    conf = spark.sparkContext.getConf()
-    executor_level = conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true"
-    default_cores = int(conf.get("spark.executor.cores", "1"))
+    executor_level = (conf_get("spark.dynamicAllocation.enabled", "false") or "false").lower() == "true"
+    default_cores = int(conf_get("spark.executor.cores", "1") or 1)
     vendor = "nvidia.com" if master.startswith("k8s://") else ""
     out = dict(none)
     for role, shape in wanted.items():
@@ -158,7 +158,9 @@ def build_profiles(spark, opts, master: str, say=lambda msg: None) -> dict:
             if shape.memory:
                 ex = ex.memory(str(shape.memory))
             if shape.gpus:
-                ex = ex.resource(GPU, shape.gpus, discovery_script(dict(conf.getAll())), vendor)
+                ex = ex.resource(GPU, shape.gpus, discovery_script(
+                    {DISCOVERY_CONF: conf_get(DISCOVERY_CONF, None)} if conf_get(DISCOVERY_CONF, None) else {}),
+                    vendor)
             builder.require(ex)
         elif cores > default_cores:
             raise ElearnError(

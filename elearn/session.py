@@ -1,4 +1,10 @@
-"""The SparkSession elearn runs on, and how many tasks it can run at once."""
+"""The SparkSession elearn runs on, and how many tasks it can run at once.
+
+elearn runs on the session already running in the process when there is one (a notebook's, or the
+one given as ``submit(..., spark=session)``), classic or Spark Connect, as it is, and never stops
+it. Otherwise it starts its own (``--master``, or a Spark Connect server's with ``--remote``) and
+stops that at the end.
+"""
 from __future__ import annotations
 
 import logging
@@ -51,6 +57,48 @@ def check_slots(master: str, ps: int, workers: int, conf: dict) -> None:
             f"--master {master} runs {slots} at once ({cores} cores / spark.task.cpus {cpus}): "
             f"{', '.join(nodes[slots:])} would never start, and the nodes that did would wait for "
             f"them. Use --master {fix} (or more), or ask for fewer nodes.")
+
+
+def running_session(opts):
+    """The session to run on instead of starting one (None: elearn starts its own)."""
+    if opts.spark is not None:
+        return opts.spark
+    if opts.remote:
+        return None
+    try:
+        from pyspark.sql import SparkSession
+
+        return SparkSession.active()
+    except Exception:  # no session in this process
+        return None
+
+
+def refuse_for_running_session(opts, master: str) -> None:
+    """Options that take effect only when elearn starts Spark are refused on a running session,
+    naming the fix, rather than silently not applied."""
+    given = [flag for flag, value in (("--conf", opts.conf), ("--archives", opts.archives),
+                                       ("--venv", opts.venv), ("--conda-env", opts.conda_env),
+                                       ("--remote", opts.remote)) if value]
+    if opts.master and opts.master != master:
+        given.insert(0, f"--master {opts.master}")
+    if given:
+        raise ClusterError(
+            f"elearn runs on the SparkSession already running in this process (master {master}), "
+            f"as it is; {', '.join(given)} take effect only when elearn starts Spark itself. Set "
+            "them on your session when you build it, or stop that session first (spark.stop()).")
+
+
+def connect_session(url: str, app_id: str):
+    """A Spark Connect session on the server at ``url`` (``sc://host:port``)."""
+    try:
+        from pyspark.sql import SparkSession
+
+        return SparkSession.builder.remote(url).config("spark.app.name", app_id).getOrCreate()
+    except ImportError as exc:
+        import pyspark
+
+        raise ClusterError(f"--remote {url} needs pyspark's Spark Connect client ({exc}): pip install "
+                           f"'pyspark[connect]=={pyspark.__version__}'") from None
 
 
 def _inherited_python() -> str | None:

@@ -85,9 +85,8 @@ def test_gpu_workers_get_executor_and_task_gpus_with_a_discovery_script():
 
     conf = SparkConf(loadDefaults=False).setAll([("spark.dynamicAllocation.enabled", "true"),
                                                  ("spark.executor.cores", "1")])
-    spark = SimpleNamespace(sparkContext=SimpleNamespace(getConf=lambda: conf))
     opts = SubmitOptions(ps=1, workers=2, worker_cores=4, worker_gpus=2)
-    profiles = build_profiles(spark, opts, "k8s://https://api:6443")
+    profiles = build_profiles(conf.get, opts, "k8s://https://api:6443")
     assert profiles["ps"] is None
     worker = profiles["worker"]
     gpu = worker.executorResources["gpu"]
@@ -153,6 +152,5 @@ def test_task_wider_than_executors_is_refused_when_dynamic_allocation_is_off():
 
     conf = SparkConf(loadDefaults=False).setAll([("spark.dynamicAllocation.enabled", "false"),
                                                  ("spark.executor.cores", "1")])
-    spark = SimpleNamespace(sparkContext=SimpleNamespace(getConf=lambda: conf))
     with pytest.raises(ElearnError, match="--conf spark.executor.cores=2"):
-        build_profiles(spark, SubmitOptions(ps=1, worker_cores=2), "spark://h:7077")
+        build_profiles(conf.get, SubmitOptions(ps=1, worker_cores=2), "spark://h:7077")

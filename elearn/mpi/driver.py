@@ -37,7 +37,7 @@ def _watch(app, stage: SparkJobThread) -> list:
         return n >= opts.workers
 
     def short_of_slots():
-        slots = _cluster_slots(app)
+        slots = app.ops.slots()
         return slots is not None and slots < opts.workers
 
     def too_slow():
@@ -81,25 +81,12 @@ def _watch(app, stage: SparkJobThread) -> list:
     return sorted(stage.result or [], key=lambda s: s["index"])
 
 
-def _cluster_slots(app) -> int | None:
-    """Task slots of the default profile on the executors registered now (None if unknown)."""
-    try:
-        jsc = app.spark.sparkContext._jsc.sc()
-        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
-    except Exception:  # an explanation, not the error
-        return None
-
-
 def _too_few_slots(app) -> ClusterError:
     """The barrier stage cannot start: say so with the numbers a user can act on."""
-    sc, workers = app.spark.sparkContext, app.opts.workers
-    slots = _cluster_slots(app)
-    try:
-        executors = max(0, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)  # minus the driver
-        offered = f"{slots} task slots on {executors} executor(s)" if slots is not None else "fewer task slots"
-    except Exception:
-        offered = "fewer task slots"
-    cpus = sc.getConf().get("spark.task.cpus", "1")
+    workers, slots, executors = app.opts.workers, app.ops.slots(), app.ops.executors()
+    offered = f"{slots} task slots on {executors} executor(s)" if slots is not None and executors is not None \
+        else "fewer task slots"
+    cpus = app.ops.conf("spark.task.cpus", "1")
     return ClusterError(
         f"too few Spark slots: allreduce mode runs its {workers} workers as one barrier stage, all "
         f"at once, but the cluster offered {offered} (executor cores / spark.task.cpus {cpus}) "

@@ -341,7 +341,7 @@ def run_ps(app, job, frame, plan) -> dict:
     """Run ``job`` in PS mode; returns what the result needs (model path, rows fed)."""
     opts = app.opts
     layout = _Nodes(opts.ps, opts.workers, chief=f"{app.advertised_host}:{free_port()}",
-                    profiles=build_profiles(app.spark, opts, app.master, app.console.say))
+                    profiles=build_profiles(app.ops.conf, opts, app.master, app.console.say))
     coordinator = CoordinatorProcess(app, 0)
     try:
         _launch(app, layout, frame, app.node_spec(plan))

@@ -31,7 +31,7 @@ from elearn.logtail import quoted, tail
 from elearn.procs import describe_exit, popen_child, stop_process
 from elearn.registry import AppRegistry, acl_for
 from elearn.restart import RestartPolicy
-from elearn.runtime.hosts import advertise_host
+from elearn.hosts import advertise_host
 from elearn.runtime.partition import spool_partition
 from elearn.specs import NodeSpec
 from elearn.waits import wait_until
@@ -125,7 +125,7 @@ class NodeTask:
         self.client = connect(self.spec.zk, timeout=ZK_SESSION_TIMEOUT, auth_data=auth)
         self.client.add_listener(self._on_zk_state)
         self.reg = AppRegistry(self.client, self.spec.app_id, acl=acl_for(auth))
-        self.host = advertise_host(self.spec.same_host)
+        self.host = advertise_host(self.spec.same_host, towards=self.spec.zk.split(",")[0].rsplit(":", 1)[0])
 
     def leave(self) -> None:
         if self.client is not None:
