@@ -654,10 +654,12 @@ class SimCluster:
         log = open(self.log_path(h, "holder"), "wb")
         # ip netns exec: joins the netns, makes a mount namespace with /sys for that netns, execs.
         # unshare (no --fork) execs too, so this Popen's pid ends up being `sleep`: the holder.
-        # --propagation slave: our mounts stay inside, but the root's unmounts still propagate in,
-        # so `ip netns del` of another cluster is not held up by copies of its /run/netns mounts.
+        # --propagation private: the host's mounts stay inside it and the machine's later mounts
+        # stay out. The copies of /run/netns/* it starts with do not keep other clusters'
+        # namespaces alive: `ip netns del` unlinks the file, which detaches every copy of a mount
+        # on it in other mount namespaces (Linux >= 3.18).
         h.holder = subprocess.Popen(
-            ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--uts", "--propagation", "slave",
+            ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--uts", "--propagation", "private",
              "--", "/bin/sh", "-c", "; ".join(steps)],
             cwd="/", env=h.environment(), stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
