@@ -775,6 +775,28 @@ class SimCluster:
                     f"{', '.join(f'{h.name} ({h.address})' for h in missing)}\n{logs}")
             time.sleep(0.25)
 
+    def extra_pids(self) -> dict[str, list[int]]:
+        """Per host, the live processes other than its holder and the cluster's Spark daemons:
+        what an application left behind (executors, Python workers, TF servers, drivers)."""
+        keep = {h.holder_pid for h in self.all_hosts}
+        keep |= {p.pid for p in self._daemons.values() if p.poll() is None}
+        found = {h.name: [p for p in h.pids() if p not in keep] for h in self.all_hosts}
+        return {name: pids for name, pids in found.items() if pids}
+
+    def wait_quiet(self, timeout: float = 60.0) -> None:
+        """Wait until no host runs anything but its holder and the Spark daemons (a standalone
+        Worker stops an application's executors a moment after the application ends); fail
+        naming what is still running. The check that nothing outlived an application."""
+        deadline = time.monotonic() + timeout
+        while True:
+            extra = self.extra_pids()
+            if not extra:
+                return
+            if time.monotonic() > deadline:
+                raise SimClusterError(f"still running {timeout:.0f}s later: " + " | ".join(
+                    f"{name}: {_describe(pids)}" for name, pids in extra.items()))
+            time.sleep(0.2)
+
     def executor_logs(self) -> dict[str, str]:
         """Every executor's stdout/stderr on every worker host, keyed ``host:app/executor/file``
         (they live in each host's private /tmp, gone with the cluster)."""
@@ -953,6 +975,7 @@ def _cmd_up(args) -> int:
     try:
         cluster.start()
         me = os.path.relpath(os.path.abspath(__file__))
+        me = me if not me.startswith("..") else os.path.abspath(__file__)
         print(cluster.describe())
         print(f"up in {cluster.bring_up_seconds:.1f}s. Run a command on a host:\n"
               f"  {sys.executable} {me} exec edge -- hostname\n"

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from simcluster import (CLUSTER_ENV, STATE_ROOT, WORKER_UI_PORT, SimCluster, _list_links, _list_netns,
-                        _netns_ino, _pids_in_netns, _pids_with_env, _teardown, cluster_fixture, require,
-                        sweep)
+from simcluster import (CLUSTER_ENV, STATE_ROOT, WORKER_UI_PORT, SimCluster, SimClusterError,
+                        _list_links, _list_netns, _netns_ino, _pids_in_netns, _pids_with_env, _teardown,
+                        cluster_fixture, require, sweep)
 
 pytestmark = pytest.mark.multihost
 
@@ -33,7 +33,10 @@ spark = (SparkSession.builder.master(master).appName("simcluster-probe")
          .config("spark.cores.max", "3")
          .config("spark.scheduler.minRegisteredResourcesRatio", "1.0")
          .config("spark.scheduler.maxRegisteredResourcesWaitingTime", "120s")
-         .config("spark.ui.enabled", "false").getOrCreate())
+         .config("spark.ui.enabled", "false")
+         # C1 only: these JVMs live for seconds, and the machine may have two cores.
+         .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
+         .config("spark.executor.extraJavaOptions", "-XX:TieredStopAtLevel=1").getOrCreate())
 sc = spark.sparkContext
 driver_host = sc.getConf().get("spark.driver.host")
 
@@ -88,6 +91,8 @@ def test_hosts_have_their_own_names_addresses_and_disks(cluster, tmp_path):
     assert result["driver_host"] == "edge"
     assert result["edge_file_on_driver"] is True
     assert set(result["executor_hosts"]) - {"edge"} == set(by_name.values())  # minus the driver
+    # The application is over: its executors and Python workers go, the daemons stay.
+    cluster.wait_quiet(timeout=60)
 
 
 def test_private_paths_are_private(cluster):
@@ -104,6 +109,17 @@ def test_private_paths_are_private(cluster):
         assert not os.path.exists(os.path.join(home, sub))
     # A relative path run with cwd resolves inside the host, not on the machine's disk.
     assert h1.run(["cat", "written-on-h1"], cwd="/tmp", check=True).stdout == "h1\n"
+
+
+def test_wait_quiet_names_what_is_left_running(cluster):
+    left = cluster.hosts[1].popen(["sleep", "60"])
+    try:
+        with pytest.raises(SimClusterError, match=r"h2: \d+: sleep 60"):
+            cluster.wait_quiet(timeout=0.5)
+    finally:
+        left.kill()
+        left.wait()
+    cluster.wait_quiet(timeout=10)
 
 
 def test_link_down_cuts_a_host_off_and_link_up_restores_it(cluster):
