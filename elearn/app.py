@@ -31,6 +31,15 @@ log = logging.getLogger(__name__)
 NODE_DIR = "elearn-nodes"
 
 
+def _location(flag: str, value: str):
+    from elearn.errors import StorageError
+
+    try:
+        return parse_location(value)
+    except StorageError as exc:
+        raise StorageError(f"{flag}: {exc}") from None
+
+
 class Application:
     def __init__(self, opts: SubmitOptions, console: Console | None = None):
         self.opts = opts
@@ -38,13 +47,13 @@ class Application:
         self.console = console or Console(opts.quiet)
         # Paths are made absolute, URIs kept (elearn.storage). An application directory on object
         # storage or HDFS is kept here and copied there while the application runs and at its end.
-        work = parse_location(opts.work_dir) if opts.work_dir else None
+        work = _location("--work-dir", opts.work_dir) if opts.work_dir else None
         root = work.path if work is not None and work.kind != "remote" else os.path.join(elearn_home(), "apps")
         self.dir = os.path.join(root, self.id)
         self.work_copy = work.join(self.id) if work is not None and work.kind == "remote" else None
         home = self.work_copy.uri if self.work_copy is not None else self.dir
-        self.checkpoint_dir = parse_location(opts.checkpoint_dir or f"{home}/checkpoints").uri
-        self.model_dir = parse_location(opts.model_dir or f"{home}/model").uri
+        self.checkpoint_dir = _location("--checkpoint-dir", opts.checkpoint_dir or f"{home}/checkpoints").uri
+        self.model_dir = _location("--model-dir", opts.model_dir or f"{home}/model").uri
         self.log_dir = os.path.join(self.dir, "tensorboard")
         self.node_dir = os.path.join(self.dir, "nodes")
         self.zk: EmbeddedZooKeeper | None = None
@@ -102,6 +111,9 @@ class Application:
                 zk_started.result()
         self.ops = SparkOps(self.spark)
         self.ops.watch_progress()
+        if self.zk is not None:  # now that Spark has told which address the nodes reach us at
+            say(f"ZooKeeper: embedded server at {self.zk_for_nodes()}"
+                + ("" if self.single_host else " (it listens on every interface of this host)"))
         if not self.single_host:
             self.start_file_service()
         if self.work_copy is not None:
@@ -188,7 +200,6 @@ class Application:
                                         on_restart=restarted).start()
             self.zk_hosts = self.zk.hosts
             self.client = connect(self.zk_hosts, timeout=15, auth_data=self.zk_auth)
-            self.console.say(f"ZooKeeper: embedded server at {self.zk_hosts}")
         self.registry = AppRegistry(self.client, self.id, acl=acl)
         self.registry.create()
         self._publish_running()
@@ -243,22 +254,17 @@ class Application:
                         files=self.files_endpoint, app_dir=self.dir, train=train)
 
     def ship_code(self, job) -> None:
-        """``--py-files`` and the job's own folder on every node's import path (and this one's)."""
-        import sys
-
-        from elearn.pyfiles import bundle, parse_py_files
+        """``--py-files`` and the job's own folder on every node's import path."""
+        from elearn.pyfiles import bundle, import_roots, parse_py_files
         from elearn.shipping import job_paths
 
         paths = parse_py_files(self.opts.py_files)
-        for path in paths:
-            if path not in sys.path:
-                sys.path.insert(0, path)
         folders = job_paths(job)
         files = bundle(paths, folders[0] if folders and not self.single_host else None,
                        os.path.join(self.dir, "shipped"))
         if files:
             self.ops.add_py_files(files)
-        self.py_paths = tuple(paths)
+        self.py_paths = tuple(import_roots(paths))
 
     def train_spec(self, job, plan, on_driver_host: bool):
         """What the processes running ``train`` need (``elearn.specs.TrainSpec``);

@@ -36,6 +36,17 @@ def parse_py_files(value: str | None) -> list[str]:
     return out
 
 
+def import_roots(paths: list[str]) -> list[str]:
+    """Where Python imports ``paths`` from on this host: a package directory's parent, a module's
+    folder, an archive itself (what spark-submit puts on the driver's path)."""
+    roots = []
+    for path in paths:
+        root = os.path.dirname(path.rstrip(os.sep)) if os.path.isdir(path) or path.endswith(".py") else path
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
 def bundle(paths: list[str], job_folder: str | None, into: str) -> list[str]:
     """The files to add to Spark for ``paths`` and the job's folder: directories zipped into ``into``."""
     out = []

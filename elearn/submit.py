@@ -66,6 +66,7 @@ def submit(job, **options) -> SubmitResult:
     """
     opts = SubmitOptions.from_kwargs(**options)
     _quiet_tensorflow(opts.tf_log)
+    _import_py_files(opts.py_files)
     job = _resolve_job(job, opts)
     app = Application(opts, Console(opts.quiet))
     result = SubmitResult("failed", app.id, app.dir, opts.mode, checkpoint_dir=app.checkpoint_dir)
@@ -97,6 +98,17 @@ def _quiet_tensorflow(tf_log: bool) -> None:
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     else:  # every process of ours on this host lets TensorFlow's own output through
         os.environ["ELEARN_TF_LOG"] = "1"
+
+
+def _import_py_files(py_files: str | None) -> None:
+    """``--py-files`` importable here too, before the job file is loaded (as spark-submit does)."""
+    import sys
+
+    from elearn.pyfiles import import_roots, parse_py_files
+
+    for root in import_roots(parse_py_files(py_files)):
+        if root not in sys.path:
+            sys.path.insert(0, root)
 
 
 def _pre_train(app: Application, job: SparkTFJob):

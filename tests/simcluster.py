@@ -13,7 +13,7 @@ Each host is a set of namespaces owned by one long-lived "holder" process:
 The edge host (where a driver runs) keeps the machine's real ``/tmp`` and ``$HOME``: what a test
 writes under its ``tmp_path`` is visible to a driver on the edge, and on no worker host.
 
-A Spark standalone Master runs on h1 and a Worker on every worker host, real JVMs started with the
+A Spark standalone Master runs on the edge and a Worker on every worker host, real JVMs started with the
 pip pyspark's own ``bin/spark-class``. See docs/simulated-cluster.md for what is and is not
 simulated.
 
@@ -449,7 +449,7 @@ class SimHost:
 
 
 class SimCluster:
-    """``hosts`` worker hosts h1..hN and an edge host; a Spark standalone Master on h1 and a Worker
+    """``hosts`` worker hosts h1..hN and an edge host; a Spark standalone Master on the edge and a Worker
     per worker host (unless ``spark=False``).
 
     ``env`` is added to the environment of every process started on any host (the Spark daemons,
@@ -457,6 +457,10 @@ class SimCluster:
     same path on every host (``shared_dir``), standing for NFS or dbfs. ``cores``/``memory`` are
     each Worker's offer. ``daemon_conf`` adds ``-Dkey=value`` Spark settings to Master and Workers
     (e.g. ``{"spark.worker.timeout": "10"}``).
+
+    The interpreter's environment and this project's checkout stand for software installed alike on
+    every host (an image): when they live below a path the worker hosts mask (a checkout in /tmp, as
+    a CI job may make), they stay visible there at the same path.
     """
 
     def __init__(self, hosts: int = 3, shared: bool = False, cores: int = 2, memory: str = "3g",
@@ -508,7 +512,9 @@ class SimCluster:
 
     @property
     def master_host(self) -> SimHost:
-        return self.hosts[0]
+        # The cluster manager runs beside the driver, as on a gateway node: a worker host that
+        # loses all its processes (a fault test) must not take the Master with it.
+        return self.edge
 
     @property
     def master_url(self) -> str:
@@ -644,12 +650,21 @@ class SimCluster:
         steps = ["set -e", f"mount --bind {q(hosts_file)} /etc/hosts"]
         if h.is_worker:
             home = os.path.expanduser("~")
+            masked = ["/tmp", "/dev/shm"] + [os.path.join(home, sub) for sub in (".elearn", ".cache")]
+            kept = [p for p in self._installed() if any(p == m or p.startswith(m + os.sep) for m in masked)]
+            holds = [os.path.join(self.dir, "kept", str(i)) for i in range(len(kept))]
+            for path, hold in zip(kept, holds):   # set aside before the masks, put back after
+                os.makedirs(hold, exist_ok=True)
+                steps.append(f"mount --bind {q(path)} {q(hold)}")
             steps.append("mount -t tmpfs -o mode=1777 elsim-tmp /tmp")
             steps.append("mount -t tmpfs -o mode=1777 elsim-shm /dev/shm")
             for sub in (".elearn", ".cache"):
                 d = os.path.join(home, sub)
                 os.makedirs(d, exist_ok=True)  # the mountpoint, on the machine's disk
                 steps.append(f"mount -t tmpfs -o mode=0755 elsim-home {q(d)}")
+            for path, hold in zip(kept, holds):
+                steps.append(f"mkdir -p {q(path)}")
+                steps.append(f"mount --move {q(hold)} {q(path)}")
         steps += [f"hostname {q(h.name)}", "exec sleep infinity"]
         log = open(self.log_path(h, "holder"), "wb")
         # ip netns exec: joins the netns, makes a mount namespace with /sys for that netns, execs.
@@ -664,6 +679,12 @@ class SimCluster:
             cwd="/", env=h.environment(), stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+
+    def _installed(self) -> list[str]:
+        """The interpreter's environment and this project's checkout: software on every host."""
+        prefix = os.path.dirname(os.path.dirname(os.path.abspath(self.python)))
+        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        return sorted({prefix, project})
 
     def _wait_holders(self, timeout: float = 30.0) -> None:
         """A holder is ready once it is `sleep` (its mounts and hostname are done by then)."""
@@ -702,7 +723,7 @@ class SimCluster:
         return proc
 
     def start_master(self, timeout: float | None = None) -> None:
-        """(Re)start the Master on h1 and wait until its JSON answers from the edge."""
+        """(Re)start the Master on the edge and wait until its JSON answers."""
         h = self.master_host
         self._spawn_daemon(h, "master", ["org.apache.spark.deploy.master.Master", "--host", h.address,
                                          "--port", str(MASTER_PORT), "--webui-port", str(MASTER_UI_PORT)])
@@ -775,21 +796,22 @@ class SimCluster:
                     f"{', '.join(f'{h.name} ({h.address})' for h in missing)}\n{logs}")
             time.sleep(0.25)
 
-    def extra_pids(self) -> dict[str, list[int]]:
-        """Per host, the live processes other than its holder and the cluster's Spark daemons:
-        what an application left behind (executors, Python workers, TF servers, drivers)."""
-        keep = {h.holder_pid for h in self.all_hosts}
+    def extra_pids(self, services=()) -> dict[str, list[int]]:
+        """Per host, the live processes other than its holder, the cluster's Spark daemons and
+        ``services`` (pids a test keeps running across applications, such as an S3 server): what
+        an application left behind (executors, Python workers, TF servers, drivers)."""
+        keep = {h.holder_pid for h in self.all_hosts} | set(services)
         keep |= {p.pid for p in self._daemons.values() if p.poll() is None}
         found = {h.name: [p for p in h.pids() if p not in keep] for h in self.all_hosts}
         return {name: pids for name, pids in found.items() if pids}
 
-    def wait_quiet(self, timeout: float = 60.0) -> None:
+    def wait_quiet(self, timeout: float = 60.0, services=()) -> None:
         """Wait until no host runs anything but its holder and the Spark daemons (a standalone
         Worker stops an application's executors a moment after the application ends); fail
         naming what is still running. The check that nothing outlived an application."""
         deadline = time.monotonic() + timeout
         while True:
-            extra = self.extra_pids()
+            extra = self.extra_pids(services)
             if not extra:
                 return
             if time.monotonic() > deadline:
@@ -818,8 +840,7 @@ class SimCluster:
     def describe(self) -> str:
         lines = [f"simulated cluster {self.id}  subnet {self.subnet}  bridge {self.bridge}  dir {self.dir}"]
         for h in self.all_hosts:
-            role = "edge (driver)" if not h.is_worker else ("Spark master + worker" if h is self.master_host
-                                                              else "Spark worker")
+            role = "edge (driver, Spark master)" if not h.is_worker else "Spark worker"
             lines.append(f"  {h.name:5} {h.address:15} netns {h.netns:18} holder {h.holder_pid:<8} "
                          f"{role if self.spark else ''}")
         if self.spark:

@@ -1,6 +1,7 @@
 """Node shapes: ResourceProfiles for PS and worker executors, and GPUs for the TF processes."""
 import json
 import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -103,35 +104,76 @@ def test_local_mode_says_once_that_profiles_are_not_applied():
     assert "--ps-cores, --worker-memory not applied" in said[0] and "local[2]" in said[0]
 
 
-def test_ps_and_worker_tasks_run_on_executors_of_the_requested_shapes(pl_submit, tmp_path):
-    """Local-cluster with dynamic allocation: executors are observed through Spark's REST API."""
+SHAPES = ["--ps", 1, "--workers", 2, "--ps-memory", "1g", "--worker-memory", "1500m"]
+
+
+def check_shapes(out):
+    """The PS ran on an executor of the PS profile, each worker on its own executor of the
+    worker shape (the application's default profile), read back from Spark's REST API."""
+    (seen,) = [json.loads(line) for line in out.read_text().splitlines()]
+    execs, roles = seen["executors"], seen["roles"]
+    assert len(roles["ps"]) == 1 and len(roles["worker"]) == 2, seen
+    ps_exec = execs[roles["ps"][0]]
+    worker_execs = [execs[e] for e in roles["worker"]]
+    assert ps_exec["profile"] != 0 and all(e["profile"] == 0 for e in worker_execs), seen
+    assert len(set(roles["worker"])) == 2, seen
+    # Storage memory is a fixed share of the heap: the 1500m worker executors have more than the 1g PS.
+    assert all(e["max_memory"] > ps_exec["max_memory"] for e in worker_execs), seen
+    return seen
+
+
+def test_shapes_are_granted_on_a_cluster_with_no_room_to_spare(pl_submit, tmp_path):
+    """local-cluster[3,1,2048]: three 1-core workers for three nodes. pre_train's join and
+    aggregation and the feed's shuffle run first; the executors they used must not strand the
+    nodes' shapes."""
     out, ui = tmp_path / "shapes.jsonl", free_port()
-    run = pl_submit(job("shapes.py"), "--ps", 1, "--workers", 2,
-                    "--master", "local-cluster[4,2,1536]", "--app-name", "shapes-test",
-                    "--ps-cores", 1, "--ps-memory", "1g", "--worker-cores", 2, "--worker-memory", "512m",
-                    # 2-core default executors (for pre_train's shuffle) fill whole local-cluster
-                    # workers, so single-core ones cannot strand the 2-core worker executors.
-                    "--conf", "spark.executor.cores=2", "--conf", "spark.executor.memory=512m",
+    run = pl_submit(job("shapes.py"), *SHAPES, "--master", "local-cluster[3,1,2048]", "--app-name", "shapes-full",
                     "--conf", f"spark.ui.port={ui}", "--conf", "spark.port.maxRetries=0",
-                    "--register-timeout", 400, "--arg", f"out={out}", "--arg", f"ui={ui}",
-                    timeout=600)
+                    "--register-timeout", 300, "--arg", f"out={out}", "--arg", f"ui={ui}", timeout=900)
+    try:
+        assert run.returncode == 0, run.output[-4000:]
+        check_shapes(out)
+        assert "executor shapes: ps 1 cores, 1g; worker 1 cores, 1500m" in run.output
+    finally:
+        _remove_executor_dirs("shapes-full")
+
+
+def test_a_shape_no_worker_can_hold_fails_at_once_naming_the_largest_offer(pl_submit):
+    t0 = time.monotonic()
+    run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 2, "--worker-memory", "4g",
+                    "--master", "local-cluster[3,1,2048]", "--register-timeout", 60, timeout=300)
+    assert run.returncode == 1
+    assert "--worker-memory 4g" in run.stderr and "2048 MB" in run.stderr, run.output[-3000:]
+    assert time.monotonic() - t0 < 120
+
+
+GPU_DISCOVERY = """#!/bin/sh
+# A fake GPU discovery script, as Spark's own tests use: each executor that runs it gets the next
+# device index, so every executor of the application has a GPU of its own.
+exec 9>>"{counter}.lock"
+flock 9
+n=$(cat "{counter}" 2>/dev/null || echo 0)
+echo $((n + 1)) > "{counter}"
+echo '{{"name": "gpu", "addresses": ["'$n'"]}}'
+"""
+
+
+def test_each_gpu_worker_process_sees_the_device_spark_assigned_to_its_task(pl_submit, tmp_path):
+    script = tmp_path / "gpus.sh"
+    script.write_text(GPU_DISCOVERY.format(counter=tmp_path / "gpu-counter"))
+    script.chmod(0o755)
+    out = tmp_path / "devices.jsonl"
+    run = pl_submit(job("gpu_devices.py"), "--ps", 1, "--workers", 2, "--worker-gpus", 1,
+                    "--master", "local-cluster[3,1,1536]", "--app-name", "gpus",
+                    "--conf", f"spark.executor.resource.gpu.discoveryScript={script}",
+                    "--register-timeout", 300, "--arg", f"out={out}", timeout=900)
     try:
         assert run.returncode == 0, run.output[-4000:]
         (seen,) = [json.loads(line) for line in out.read_text().splitlines()]
-        execs, roles = seen["executors"], seen["roles"]
-        assert len(roles["ps"]) == 1 and len(roles["worker"]) == 2, seen
-        ps_exec = execs[roles["ps"][0]]
-        worker_execs = [execs[e] for e in roles["worker"]]
-        assert ps_exec["cores"] == 1
-        assert all(e["cores"] == 2 for e in worker_execs), seen
-        assert len(set(roles["worker"])) == 2  # one worker per 2-core executor
-        # Storage memory is a fixed share of the heap: the 1g PS executor has more than the 512m ones.
-        assert all(ps_exec["max_memory"] > e["max_memory"] for e in worker_execs), seen
-        profiles = {ps_exec["profile"]} | {e["profile"] for e in worker_execs}
-        assert len(profiles) == 2 and 0 not in profiles, seen  # two non-default profiles
-        assert "executor shapes: ps 1 cores, 1g; worker 2 cores, 512m" in run.output
+        devices = seen["workers"]
+        assert len(devices) == 2 and len(set(devices)) == 2 and all(d.isdigit() for d in devices), seen
     finally:
-        _remove_executor_dirs("shapes-test")
+        _remove_executor_dirs("gpus")
 
 
 def _remove_executor_dirs(app_name):
@@ -142,8 +184,8 @@ def _remove_executor_dirs(app_name):
     import pyspark
 
     work = os.path.join(os.path.dirname(pyspark.__file__), "work")
-    for node_dir in glob.glob(os.path.join(work, "app-*", "*", "elearn", app_name)):
-        shutil.rmtree(node_dir.split(os.sep + "elearn" + os.sep)[0].rsplit(os.sep, 1)[0],
+    for node_dir in glob.glob(os.path.join(work, "app-*", "*", "elearn-nodes", app_name)):
+        shutil.rmtree(node_dir.split(os.sep + "elearn-nodes" + os.sep)[0].rsplit(os.sep, 1)[0],
                       ignore_errors=True)
 
 

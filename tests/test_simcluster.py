@@ -129,7 +129,7 @@ def test_link_down_cuts_a_host_off_and_link_up_restores_it(cluster):
     try:
         t0 = time.monotonic()
         assert not cluster.edge.can_connect(h2.address, WORKER_UI_PORT, timeout=2)
-        assert not h2.can_connect(h1.address, 7077, timeout=2)
+        assert not h2.can_connect(cluster.edge.address, 7077, timeout=2)  # the master
         assert time.monotonic() - t0 < 10
         assert h2.can_connect(h2.address, WORKER_UI_PORT)  # the host itself still runs
     finally:

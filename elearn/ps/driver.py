@@ -347,14 +347,15 @@ def run_ps(app, job, frame, plan) -> dict:
         _launch(app, layout, frame, app.node_spec(plan))
         cluster = form_cluster(app, layout)
         app.mark("servers")
-        workers = cluster["worker"]
-        feeds = {name: FeedInfo.gather(name, plan, [workers[i]["spool"][name] for i in range(opts.workers)])
-                 for name in plan.names}
+        feeds = _feeds(plan, cluster, opts.workers)
         train_spec = app.train_spec(job, plan, on_driver_host=True)
         policy = RestartPolicy(opts.max_restarts)
         in_place: Counter = Counter()  # workers' TF processes restarted by their node tasks
         attempt = 0
         while True:
+            # A worker whose Spark task was rerun spooled again, on another host perhaps: each
+            # generation reads the spools where the workers published them.
+            feeds = _feeds(plan, cluster, opts.workers)
             coordinator.configure(train_spec, feeds, cluster["spec"])
             if attempt == 0:
                 app.console.say("training: train(ctx) runs in the coordinator (TF chief)")
@@ -389,6 +390,13 @@ def run_ps(app, job, frame, plan) -> dict:
                 "restart_causes": dict(policy.causes + in_place)}
     finally:
         coordinator.stop()
+
+
+def _feeds(plan, cluster: dict, workers: int) -> dict:
+    """The fed datasets as the cluster's workers spooled them (directories, chunks, rows)."""
+    nodes = cluster["worker"]
+    return {name: FeedInfo.gather(name, plan, [nodes[i]["spool"][name] for i in range(workers)])
+            for name in plan.names}
 
 
 def _gave_up(app, policy: RestartPolicy, cause: str, outcome: dict) -> ClusterError:

@@ -1,0 +1,78 @@
+"""How long training is blocked by a checkpoint save: local disk vs S3 with the background upload.
+
+    python bench/checkpoint.py [--mb 128] [--saves 5]
+
+A model of ``--mb`` MiB of float32 variables is saved ``--saves`` times through elearn's
+``Checkpointer``, side by side in one run: into a local directory, and into ``s3://`` (moto's S3
+server in a child process), where TensorFlow writes to a staging directory and a background thread
+uploads each checkpoint (data, index, then the state naming it). Measured per save: the pause
+(``save()`` returning, which is what training waits for) and, for S3, the time until the upload of
+that checkpoint was complete. Targets: the S3 pause within 1.2x of the local one; the upload done
+within 2x of the local save's time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from s3server import MotoS3, with_env  # noqa: E402
+
+
+def run(directory, variables, saves: int):
+    """``(pauses, uploads)`` in seconds for ``saves`` saves into ``directory``."""
+    from elearn.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(directory, {f"v{i}": v for i, v in enumerate(variables)}, every_steps=1,
+                        max_to_keep=2, announce=False)
+    pauses, uploads = [], []
+    for step in range(1, saves + 1):
+        for v in variables:
+            v.assign_add(1.0)
+        t0 = time.perf_counter()
+        ckpt.save(step)
+        pauses.append(time.perf_counter() - t0)
+        ckpt.store.flush()           # how long until this checkpoint is stored where it belongs
+        uploads.append(time.perf_counter() - t0)
+    return pauses, uploads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=int, default=128)
+    parser.add_argument("--saves", type=int, default=5)
+    args = parser.parse_args()
+    import tensorflow as tf
+
+    from elearn.runtime.outputs import CheckpointStore, reach
+
+    per_var = 8 << 20  # 8 MiB variables, as a model's layers would be
+    variables = [tf.Variable(tf.random.uniform([per_var // 4])) for _ in range(args.mb * (1 << 20) // per_var)]
+    print(f"model: {len(variables)} variables, {sum(v.shape[0] * 4 for v in variables) / 2**20:.0f} MiB")
+    with tempfile.TemporaryDirectory() as tmp:
+        s3 = MotoS3(os.path.join(tmp, "moto.log")).start()
+        restore = with_env(s3.env())
+        try:
+            s3.create_bucket("bench")
+            local_pauses, local_total = run(os.path.join(tmp, "local"), variables, args.saves)
+            store = CheckpointStore(reach("s3://bench/ckpt", os.path.join(tmp, "staging")))
+            s3_pauses, s3_uploads = run(store, variables, args.saves)
+        finally:
+            restore()
+            s3.stop()
+    local, remote, upload = (statistics.median(x) for x in (local_pauses, s3_pauses, s3_uploads))
+    print(f"\n{'measure (median of ' + str(args.saves) + ' saves)':<42} {'seconds':>8} {'ratio':>7} {'target':>7}")
+    print(f"{'local save: training blocked':<42} {local:>8.2f} {'1.00':>7} {'':>7}")
+    print(f"{'s3 save: training blocked':<42} {remote:>8.2f} {remote / local:>7.2f} {'1.2':>7}")
+    print(f"{'s3 save: until the upload is complete':<42} {upload:>8.2f} {upload / local:>7.2f} {'2.0':>7}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""elearn on a cluster of hosts that share no disk: the simulated cluster of tests/simcluster.py (3
+worker hosts, each its own network namespace, address, hostname and private /tmp, ~/.elearn and
+~/.cache, with a Spark standalone Worker; pl_submit on an edge host of its own). Real Spark, real
+ZooKeeper, real TF processes, a real S3 server (moto) on the edge, real SIGKILLs and a real cut of
+a host's network. Default flags unless a test says otherwise.
+
+Every process on every host carries this module's tag; after each test nothing of the application
+may be left on any host (``cluster.wait_quiet``), and the namespaces are gone after the module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+import uuid
+
+import pyspark
+import pytest
+from cluster_runs import (S3OnEdge, environ_has, lines_on, node_hosts, start_on, submit_on,
+                          tf_processes, wait_for)
+from conftest import ROOT, job
+from simcluster import SimCluster, require, sweep
+
+pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1500)]
+
+TRUE_W = [2.0, -3.0, 0.5, 1.5]
+QUICKSTART = os.path.join(ROOT, "examples", "quickstart", "linear_job.py")
+SAMPLE = os.path.join(os.path.dirname(pyspark.__file__), "data", "mllib", "als", "sample_movielens_ratings.txt")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    require()
+    sweep()
+    with SimCluster(hosts=3, shared=True, cores=2, memory="3g",
+                    env={"ELEARN_TEST_TAG": uuid.uuid4().hex}) as c:
+        yield c
+
+
+SERVICES: set = set()   # processes that outlive one test on purpose (the S3 server)
+
+
+@pytest.fixture(scope="module")
+def s3(cluster, tmp_path_factory):
+    server = S3OnEdge(cluster).start(str(tmp_path_factory.mktemp("s3") / "moto.log"))
+    pid = server.proc.pid
+    SERVICES.add(pid)
+    server.make_bucket("elearn")
+    yield server
+    server.stop()
+    SERVICES.discard(pid)
+
+
+@pytest.fixture(autouse=True)
+def quiet(cluster):
+    """Nothing of a test's application outlives it, on any host."""
+    yield
+    cluster.wait_quiet(timeout=90, services=SERVICES)
+
+
+def master(cluster):
+    return ["--master", cluster.master_url, "--register-timeout", 600]
+
+
+def load_model(path):
+    import tensorflow as tf
+
+    return tf.saved_model.load(path)
+
+
+def assert_nodes_logged(app_dir, names):
+    logs = os.path.join(app_dir, "nodes", "logs")
+    assert sorted(f for f in os.listdir(logs) if f.endswith(".log") and ".tf-import" not in f) == sorted(
+        f"{n}.log" for n in names)
+    for name in names:
+        with open(os.path.join(logs, f"{name}.log")) as f:
+            assert f.read().strip(), f"{name}'s log is empty"
+
+
+# -- issue: default flags work where hosts share no disk -------------------------------------------
+
+def test_quickstart_ps_mode_exports_to_the_edge_and_brings_every_log_home(cluster, tmp_path):
+    run = submit_on(cluster.edge, [QUICKSTART, "--ps", 1, "--workers", 2, "--app-name", "mh-ps",
+                                   *master(cluster)], str(tmp_path / "home"))
+    assert run.returncode == 0, run.output[-4000:]
+    app_dir = run.app_dir("mh-ps")
+    model = load_model(os.path.join(app_dir, "model"))  # on the edge host, with plain TensorFlow
+    assert model.signatures["serving_default"] is not None
+    assert_nodes_logged(app_dir, ["ps-0", "worker-0", "worker-1"])
+    # The nodes ran on the worker hosts, and the console names the address they reached us at.
+    assert "nodes registered 3/3 on h" in run.stdout
+    assert f"ZooKeeper: embedded server at {cluster.edge.address}:" in run.stdout \
+        or "ZooKeeper: embedded server at edge:" in run.stdout
+    assert "learned weights" in run.stdout  # train's output, from the coordinator
+
+
+def test_keras3_allreduce_job_with_its_own_modules_and_py_files(cluster, tmp_path):
+    """The job file, its sibling module and a --py-files package exist only on the edge; the
+    chief's prints reach the console, its model and checkpoints reach the edge."""
+    code = tmp_path / "job"
+    lib = tmp_path / "lib" / "shapes_lib"
+    code.mkdir()
+    lib.mkdir(parents=True)
+    (lib / "__init__.py").write_text("UNITS = 16\n")
+    (code / "siblings.py").write_text("GREETING = 'chief says: the sibling module travelled'\n")
+    (code / "job.py").write_text(textwrap.dedent('''
+        import numpy as np
+        from pyspark.sql import functions as F
+        from elearn import SparkTFJob
+        import shapes_lib, siblings
+
+        W = [1.5, -2.0, 1.0, 0.5]
+
+        class Classifier(SparkTFJob):
+            def pre_train(self, spark):
+                df = spark.range(4000, numPartitions=4)
+                for i in range(4):
+                    df = df.withColumn(f"f{i}", (F.rand(seed=i) * 2 - 1).cast("float"))
+                score = sum(F.col(f"f{i}") * w for i, w in enumerate(W))
+                return df.withColumn("label", (score > 0).cast("long")).drop("id")
+
+            def train(self, ctx):
+                keras = ctx.keras
+                with ctx.strategy.scope():
+                    inputs = {f"f{i}": keras.Input(shape=(), name=f"f{i}") for i in range(4)}
+                    x = keras.layers.Concatenate()([keras.layers.Reshape((1,))(v) for v in inputs.values()])
+                    x = keras.layers.Dense(shapes_lib.UNITS, activation="relu")(x)
+                    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+                    model.compile(optimizer=keras.optimizers.Adam(0.02), metrics=["accuracy"],
+                                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                model.fit(ctx.dataset(label="label", batch_size=50), epochs=3,
+                          steps_per_epoch=ctx.steps_per_epoch(50), verbose=0)
+                if ctx.is_chief:
+                    print(siblings.GREETING, flush=True)
+                return model
+    '''))
+    run = submit_on(cluster.edge, [code / "job.py", "--workers", 2, "--app-name", "mh-ar",
+                                   "--py-files", lib, *master(cluster)], str(tmp_path / "home"))
+    assert run.returncode == 0, run.output[-4000:]
+    assert "chief says: the sibling module travelled" in run.stdout
+    app_dir = run.app_dir("mh-ar")
+    assert load_model(os.path.join(app_dir, "model")) is not None
+    assert sorted(os.listdir(os.path.join(app_dir, "checkpoints", "fit-0"))) and \
+        os.path.exists(os.path.join(app_dir, "checkpoints", "fit-0", "checkpoint"))
+    assert_nodes_logged(app_dir, ["worker-0", "worker-1"])
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["metrics"]["accuracy"] > 0.9, summary
+
+
+def test_fm_example_with_two_ps_from_a_folder_only_the_edge_has(cluster, tmp_path):
+    """The FM example imports its sibling modules; its post_train scores with the exported model,
+    which lives on the edge's disk and is shipped to the executors by Spark."""
+    import shutil
+
+    folder = shutil.copytree(os.path.join(ROOT, "examples", "fm_movielens"), str(tmp_path / "fm"))
+    out = tmp_path / "fm.jsonl"
+    run = submit_on(cluster.edge, [os.path.join(folder, "fm_job.py"), "--ps", 2, "--workers", 2,
+                                   "--app-name", "mh-fm", "--arg", f"data={SAMPLE}", "--arg", "epochs=2",
+                                   "--arg", "batch_size=128", "--arg", "shard_kib=1", "--arg", "als_iter=3",
+                                   "--arg", f"out={out}", *master(cluster)], str(tmp_path / "home"), timeout=1200)
+    assert run.returncode == 0, run.output[-4000:]
+    got = {e["event"]: e for e in map(json.loads, out.read_text().splitlines())}
+    evaluation = got["evaluation"]
+    assert 0 < evaluation["elearn FM"] < 1.5 * evaluation["global mean"], evaluation
+    assert "validation RMSE on 132 ratings" in run.stdout
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+def recover_args(tmp_path, app, *extra, steps=400, pause=0.4):
+    files = {k: str(tmp_path / f"{k}.jsonl") for k in ("progress", "out", "marker")}
+    return files, [job("recover_ctl.py"), "--ps", 1, "--workers", 2, "--app-name", app,
+                   "--arg", f"steps={steps}", "--arg", "every=40", "--arg", f"pause={pause}",
+                   *[a for k, p in files.items() for a in ("--arg", f"{k}={p}")], *extra]
+
+
+def read(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def assert_learned(files):
+    (out,) = read(files["out"])
+    for got, want in zip(out["w"], TRUE_W):
+        assert abs(got - want) < 0.1, out
+
+
+def test_a_worker_hosts_network_cut_longer_than_its_session_is_survived(cluster, tmp_path):
+    # Slow rounds (about a minute of training): the cut must end while training still runs.
+    files, args = recover_args(tmp_path, "mh-cut", *master(cluster), steps=800, pause=1.0)
+    run = start_on(cluster.edge, args, str(tmp_path / "home"))
+    wait_for(lambda: any(r.get("step", 0) >= 60 for r in read(files["progress"])) or run.proc.poll() is not None,
+             600, "training to start")
+    placed = node_hosts(cluster, run, "mh-cut")
+    ps_hosts = {h for n, h in placed.items() if n.startswith("ps")}
+    victim_node, victim = next((n, h) for n, h in sorted(placed.items())
+                               if n.startswith("worker") and h not in ps_hosts)
+    host = cluster.host(victim)
+    host.link_down()
+    time.sleep(25)  # the fault itself: longer than the node's 15 s ZooKeeper session
+    host.link_up()
+    run.finish(900)
+    assert run.returncode == 0, run.output[-4000:]
+    assert_learned(files)
+    assert f"{victim_node} left ZooKeeper" in run.stdout and f"{victim_node} registered again" in run.stdout
+
+
+def test_a_ps_hosts_processes_all_killed_train_resumes_from_the_checkpoint_on_the_edge(cluster, tmp_path):
+    files, args = recover_args(tmp_path, "mh-pskill", *master(cluster))
+    run = start_on(cluster.edge, args, str(tmp_path / "home"))
+    wait_for(lambda: any(r.get("saved") for r in read(files["progress"])) or run.proc.poll() is not None,
+             600, "a first checkpoint")
+    placed = node_hosts(cluster, run, "mh-pskill")
+    host = cluster.host(placed["ps:0"])
+    host.kill_all()          # its Spark worker, executor, Python workers and TF processes
+    try:
+        run.finish(900)
+    finally:
+        host.start_worker()  # the host comes back for the tests after this one
+    assert run.returncode == 0, run.output[-4000:]
+    assert_learned(files)
+    starts = [r for r in read(files["progress"]) if "start" in r]
+    assert len(starts) >= 2 and starts[-1]["start"] > 0, starts  # resumed, not from the beginning
+    saved_before = [r["step"] for r in read(files["progress"]) if r.get("saved")]
+    assert starts[-1]["start"] in saved_before
+    ckpt = os.path.join(run.app_dir("mh-pskill"), "checkpoints")
+    assert os.path.exists(os.path.join(ckpt, "checkpoint"))  # the edge's disk held them
+
+
+# -- storage: s3:// and file:// ------------------------------------------------------------------
+
+def test_ps_mode_on_s3_resumes_after_a_ps_loss_and_predict_scores_from_s3(cluster, s3, tmp_path):
+    files, args = recover_args(tmp_path, "mh-s3", "--checkpoint-dir", "s3://elearn/ps/ckpt",
+                               "--model-dir", "s3://elearn/ps/model", *s3.executor_conf(), *master(cluster))
+    run = start_on(cluster.edge, args, str(tmp_path / "home"), env=s3.env())
+    wait_for(lambda: "checkpoint" in s3.listing("s3://elearn/ps/ckpt") or run.proc.poll() is not None,
+             600, "a checkpoint stored in S3", interval=3)
+    ((_, pid),) = [(h, p) for h, p in tf_processes(cluster, "elearn.runtime.tf_server")
+                   if environ_has(p, '"role": "ps"')]
+    os.kill(pid, signal.SIGKILL)
+    run.finish(900)
+    assert run.returncode == 0, run.output[-4000:]
+    assert_learned(files)
+    starts = [r for r in read(files["progress"]) if "start" in r]
+    assert starts[-1]["start"] > 0 and starts[-1]["restored"], starts
+    assert "saved_model.pb" in s3.listing("s3://elearn/ps/model")
+    # Scoring on the cluster's executors, with the model fetched from S3 by each of them.
+    scored = s3.run_python(textwrap.dedent(f'''
+        import json
+        from pyspark.sql import SparkSession, functions as F
+        import elearn
+        spark = (SparkSession.builder.master("{cluster.master_url}").config("spark.executor.memory", "1g")
+                 {"".join(f'.config("spark.executorEnv.{k}", "{v}")' for k, v in s3.env().items())}
+                 .config("spark.pyspark.python", "{sys.executable}").getOrCreate())
+        df = spark.range(200, numPartitions=4).select(
+            F.array(*[(F.col("id") % 7 / 7.0).cast("float") for _ in range(4)]).alias("x"))
+        rows = elearn.predict(df, "s3://elearn/ps/model", output="output_0").collect()
+        print(json.dumps([[float(v) for v in r.x] + [r.prediction] for r in rows]))
+        spark.stop()
+    '''), timeout=600)
+    rows = json.loads(scored.strip().splitlines()[-1])
+    assert len(rows) == 200
+    for *x, prediction in rows:
+        assert abs(prediction - (sum(a * w for a, w in zip(x, TRUE_W)) + 1.0)) < 0.3
+
+
+def test_allreduce_mode_keeps_checkpoints_and_model_in_s3(cluster, s3, tmp_path):
+    run = submit_on(cluster.edge, [job("allreduce_classifier.py"), "--workers", 2, "--app-name", "mh-s3ar",
+                                   "--arg", "rows=4001", "--arg", "epochs=2",
+                                   "--checkpoint-dir", "s3://elearn/ar/ckpt", "--model-dir", "s3://elearn/ar/model",
+                                   *s3.executor_conf(), *master(cluster)], str(tmp_path / "home"), env=s3.env())
+    assert run.returncode == 0, run.output[-4000:]
+    stored = s3.listing("s3://elearn/ar/ckpt")
+    assert "fit-0/checkpoint" in stored and any(k.startswith("fit-0/ckpt-") for k in stored), stored
+    assert "saved_model.pb" in s3.listing("s3://elearn/ar/model")
+    assert "model: s3://elearn/ar/model" in run.stdout
+    with open(os.path.join(run.app_dir("mh-s3ar"), "summary.json")) as f:
+        assert json.load(f)["metrics"]["accuracy"] > 0.9
+
+
+def test_the_driver_killed_then_the_same_command_on_another_host_resumes_from_s3(cluster, s3, tmp_path):
+    """Resume from anywhere: the edge dies mid-training; h3, a host that never saw the first run's
+    files, runs the same command and carries on from the checkpoint in S3."""
+    progress = "/tmp/rerun-progress.jsonl"   # as each driver host sees its own /tmp
+    args = [job("recover_ctl.py"), "--ps", 1, "--workers", 2, "--app-name", "mh-rerun",
+            "--arg", "steps=400", "--arg", "every=40", "--arg", f"progress={progress}",
+            "--arg", "out=/tmp/rerun-out.jsonl", "--checkpoint-dir", "s3://elearn/rerun/ckpt",
+            *s3.executor_conf(), *master(cluster)]
+    first = start_on(cluster.edge, args, str(tmp_path / "home"), env=s3.env())
+    wait_for(lambda: "checkpoint" in s3.listing("s3://elearn/rerun/ckpt") or first.proc.poll() is not None,
+             600, "a checkpoint stored in S3", interval=3)
+    os.killpg(first.proc.pid, signal.SIGKILL)  # the driver and everything it started
+    first.finish(60)
+    cluster.wait_quiet(timeout=120, services=SERVICES)
+    # What S3 holds (a save not uploaded when the driver died is not there: the state names the
+    # last complete one).
+    state = s3.run_python("from elearn.storage import open_storage; "
+                          "print(open_storage('s3://elearn/rerun/ckpt').read_bytes('checkpoint').decode())")
+    saved = int(state.split('model_checkpoint_path: "ckpt-')[1].split('"')[0])
+    other = cluster.host("h3")
+    second = submit_on(other, args, "/tmp/rerun-home", env=s3.env())
+    assert second.returncode == 0, second.output[-4000:]
+    starts = [r for r in lines_on(other, progress) if "start" in r]
+    assert starts == [starts[0]] and starts[0]["start"] == saved > 0, (starts, saved)
+    (out,) = lines_on(other, "/tmp/rerun-out.jsonl")
+    for got, want in zip(out["w"], TRUE_W):
+        assert abs(got - want) < 0.1, out
+
+
+def test_a_shared_file_url_is_written_in_place_by_every_host(cluster, tmp_path):
+    shared = cluster.shared_dir
+    run = submit_on(cluster.edge, [job("linear_fit.py"), "--ps", 1, "--workers", 1, "--app-name", "mh-nfs",
+                                   "--arg", "rows=4000", "--arg", "epochs=2",
+                                   "--checkpoint-dir", f"file://{shared}/ckpt", "--model-dir", f"file://{shared}/model",
+                                   *master(cluster)], str(tmp_path / "home"))
+    assert run.returncode == 0, run.output[-4000:]
+    assert load_model(f"{shared}/model") is not None
+    assert os.path.exists(f"{shared}/ckpt/fit-0/checkpoint")
+    assert not os.path.exists(os.path.join(run.app_dir("mh-nfs"), "model"))
