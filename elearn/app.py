@@ -87,6 +87,7 @@ class Application:
         take seconds), and TensorBoard if asked."""
         from concurrent.futures import ThreadPoolExecutor
 
+        from elearn.resources_profile import check_shapes_fit
         from elearn.session import check_slots, default_master, running_session, with_environment
 
         opts, say = self.opts, self.console.say
@@ -100,6 +101,7 @@ class Application:
             self.master = opts.master or default_master(opts.ps + opts.workers, opts.max_restarts)
             conf = self.backend.spark_conf(opts, self.master, opts.conf, say)
             check_slots(self.master, opts.ps, opts.workers, conf)  # spark.task.cpus counts
+            check_shapes_fit(opts, self.master, conf)
             conf = with_environment(opts, self.master, conf, say)
         with ThreadPoolExecutor(1, thread_name_prefix="elearn-zk") as pool:
             zk_started = pool.submit(self.start_zookeeper)
@@ -424,7 +426,9 @@ class Application:
                 self.registry.set_state(self._final_state)
             except Exception:
                 log.warning("could not mark the application %s in ZooKeeper", self._final_state)
-        deadline = time.monotonic() + join_timeout
+        # After success the nodes stop by themselves and return their statistics; after a failure
+        # some may never have started (no room): their jobs are cancelled after a short grace.
+        deadline = time.monotonic() + (join_timeout if self._final_state == "done" else 3.0)
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
         alive = [t for t in self.threads if t.is_alive()]

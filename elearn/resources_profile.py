@@ -1,24 +1,40 @@
-"""Executor shapes for PS and worker nodes (Spark ResourceProfiles) and GPUs for TF processes.
+"""Executor shapes for PS and worker nodes, and GPUs for TF processes.
 
-``--ps-cores/--ps-memory`` shape the PS job's executors and ``--worker-cores/--worker-memory/
---worker-gpus`` the worker job's: each becomes one ``ResourceProfile`` attached to that job's
-stage, so memory-heavy PS and compute- or GPU-heavy workers run on different executors::
+``--worker-cores/--worker-memory/--worker-gpus`` are the application's executor shape (its default
+ResourceProfile), in both modes: the workers, the features' ETL and the feed all run on those
+executors, so the feed's shuffle output already sits on the executors the worker nodes run on and
+nothing of an earlier stage holds cluster room the workers would need. ``--ps-cores/--ps-memory``
+shape one extra ResourceProfile, the PS job's: memory-heavy parameter servers on executors of their
+own::
 
     pl_submit job.py --master yarn --ps 2 --workers 8 \\
         --ps-cores 2 --ps-memory 16g --worker-cores 8 --worker-memory 8g --worker-gpus 1
 
-Executor-level profiles need dynamic allocation (YARN, Kubernetes, standalone); elearn turns it on
-with shuffle tracking unless ``--conf spark.dynamicAllocation.enabled=false`` says otherwise, in
-which case only the task's cpus and GPUs apply. ``local[K]`` refuses profiles: they are not
-applied there, and elearn says so once.
+Why not a profile for the workers too, as before: a stage's profile covers only that stage, so the
+features' ETL stages would run on default executors whose shuffle output the worker stage reads.
+With dynamic allocation's shuffle tracking those executors stay allocated while their output may be
+needed, and on a cluster with no spare room the worker-shaped executors then never start (seen
+with three nodes on ``local-cluster[3,1,2048]``: the PS registered, the workers waited out the
+timeout). Executor-level profiles need dynamic allocation (YARN, Kubernetes, standalone): elearn
+turns it on with shuffle tracking unless ``--conf spark.dynamicAllocation.enabled=false`` says
+otherwise, and sizes it so the default executors leave room for the PS ones: as many as the nodes
+they run (``initialExecutors``), never more (``maxExecutors``, which Spark applies per profile);
+your own ``--conf`` wins, e.g. to give a large ETL more executors on a roomy cluster.
+
+Allreduce mode runs one barrier stage, which Spark refuses under dynamic allocation: there the
+worker shape is applied the same way, with each task taking all of its executor's cores.
+``local[K]`` applies no shapes, and elearn says so once.
 
 A task's GPUs reach its TF process as ``CUDA_VISIBLE_DEVICES`` (``task_gpu_env``), so a TF
-process sees only the devices Spark assigned to its task.
+process sees only the devices Spark assigned to its task. With ``--worker-gpus`` every task of the
+application asks for the GPUs, the features' ETL included.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import urllib.request
 from dataclasses import dataclass
 
 from elearn.errors import ElearnError
@@ -64,19 +80,40 @@ def supports_profiles(master: str) -> bool:
     return not (master.startswith("local") and not master.startswith("local-cluster"))
 
 
-def dynamic_allocation(conf: dict) -> bool:
-    return str(conf.get("spark.dynamicAllocation.enabled", "false")).lower() == "true"
-
-
 def ps_conf(opts, master: str, conf: dict, say=None) -> dict:
-    """PS mode: the Spark settings the requested shapes need, merged over ``conf`` (user settings
-    win). PS mode runs two ordinary jobs, so executor-level profiles with dynamic allocation work;
-    where the master cannot apply profiles, ``build_profiles`` says so when it builds them."""
-    out = dict(conf)
-    if profiles_requested(opts) and supports_profiles(master) and "spark.dynamicAllocation.enabled" not in out:
-        out["spark.dynamicAllocation.enabled"] = "true"
-        out.setdefault("spark.dynamicAllocation.shuffleTracking.enabled", "true")
-    return out
+    """PS mode: the worker shape as the application's executors, and dynamic allocation sized so
+    that the PS profile's executors find room; merged under ``conf`` (user settings win)."""
+    if not supports_profiles(master) or not profiles_requested(opts):
+        return dict(conf)
+    wanted = worker_executor_conf(opts, master, conf, task_cpus=False)
+    if str(conf.get("spark.dynamicAllocation.enabled", "true")).lower() == "true":
+        # The default profile runs the workers (and the PS, when it has no shape of its own).
+        nodes = opts.workers + (0 if shapes(opts)["ps"].requested else opts.ps)
+        wanted.update({"spark.dynamicAllocation.enabled": "true",
+                       "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+                       "spark.dynamicAllocation.initialExecutors": str(nodes),
+                       "spark.dynamicAllocation.maxExecutors": str(max(nodes, opts.ps))})
+    return {**wanted, **conf}
+
+
+def worker_executor_conf(opts, master: str, conf: dict, task_cpus: bool) -> dict:
+    """``--worker-*`` as the application's executor settings (and the tasks' GPUs; their cpus too
+    with ``task_cpus``: one task per executor, with all its cores)."""
+    worker = shapes(opts)["worker"]
+    wanted = {}
+    if worker.cores:
+        wanted["spark.executor.cores"] = str(worker.cores)
+        if task_cpus:
+            wanted["spark.task.cpus"] = str(worker.cores)
+    if worker.memory:
+        wanted["spark.executor.memory"] = str(worker.memory)
+    if worker.gpus:
+        wanted["spark.executor.resource.gpu.amount"] = wanted["spark.task.resource.gpu.amount"] = \
+            str(worker.gpus)
+        wanted[DISCOVERY_CONF] = discovery_script(conf)
+        if master.startswith("k8s://"):
+            wanted.setdefault("spark.executor.resource.gpu.vendor", "nvidia.com")
+    return wanted
 
 
 def allreduce_conf(opts, master: str, conf: dict, say=None) -> dict:
@@ -92,22 +129,7 @@ def allreduce_conf(opts, master: str, conf: dict, say=None) -> dict:
             say(f"--worker-cores/--worker-memory/--worker-gpus not applied: --master {master} runs "
                 "every task in this process")
         return dict(conf)
-    worker = shapes(opts)["worker"]
-    wanted = {}
-    if worker.cores:
-        wanted["spark.executor.cores"] = wanted["spark.task.cpus"] = str(worker.cores)
-    if worker.memory:
-        wanted["spark.executor.memory"] = str(worker.memory)
-    if worker.gpus:
-        wanted["spark.executor.resource.gpu.amount"] = wanted["spark.task.resource.gpu.amount"] = \
-            str(worker.gpus)
-        wanted[DISCOVERY_CONF] = discovery_script(conf)
-        if master.startswith("k8s://"):
-            wanted.setdefault("spark.executor.resource.gpu.vendor", "nvidia.com")
-    m = re.match(r"local-cluster\[\s*\d+\s*,\s*(\d+)", master)
-    if m and worker.cores and worker.cores > int(m.group(1)):
-        raise ElearnError(f"--worker-cores {worker.cores}: --master {master} has executors of "
-                          f"{m.group(1)} cores, so a {worker.cores}-cpu task would never start")
+    wanted = worker_executor_conf(opts, master, conf, task_cpus=True)
     out = {**wanted, **conf}
     applied = {k: out[k] for k in wanted}
     if say is not None and applied:
@@ -117,6 +139,61 @@ def allreduce_conf(opts, master: str, conf: dict, say=None) -> dict:
     return out
 
 
+# -- will the cluster hold the shapes ----------------------------------------------------------------
+
+def memory_mb(size: str) -> int:
+    """A JVM size (``1500m``, ``4g``, ``512``: MiB) in MiB."""
+    m = re.fullmatch(r"(\d+)([kmgt]?)b?", str(size).strip().lower())
+    if not m:
+        raise ElearnError(f"{size!r} is not a JVM size such as 4g or 512m")
+    n, unit = int(m.group(1)), m.group(2) or "m"
+    return {"k": n // 1024, "m": n, "g": n * 1024, "t": n * 1024 * 1024}[unit]
+
+
+def cluster_offers(master: str, timeout: float = 3.0) -> list | None:
+    """``[(cores, memory MiB), ...]``, one per worker of the cluster, where the master says it:
+    ``local-cluster[N,C,MB]`` by its name, a standalone master by its web UI's JSON. None when unknown."""
+    m = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]", master)
+    if m:
+        return [(int(m.group(2)), int(m.group(3)))] * int(m.group(1))
+    if master.startswith("spark://") and "," not in master:
+        host = master[len("spark://"):].rsplit(":", 1)[0]
+        try:
+            with urllib.request.urlopen(f"http://{host}:8080/json/", timeout=timeout) as r:
+                workers = json.load(r).get("workers", [])
+        except (OSError, ValueError):
+            return None
+        return [(w["cores"], w["memory"]) for w in workers if w.get("state") == "ALIVE"] or None
+    return None
+
+
+def describe_offers(offers: list) -> str:
+    counts: dict = {}
+    for offer in offers:
+        counts[offer] = counts.get(offer, 0) + 1
+    return ", ".join(f"{n} x ({c} cores, {mb} MB)" for (c, mb), n in sorted(counts.items()))
+
+
+def check_shapes_fit(opts, master: str, conf: dict) -> None:
+    """Refuse, before Spark starts, a shape no worker of the cluster can hold."""
+    offers = cluster_offers(master)
+    if not offers or not profiles_requested(opts):
+        return
+    default_memory = conf.get("spark.executor.memory", "1g")
+    for role, shape in shapes(opts).items():
+        if role == "ps" and not shape.requested:
+            continue
+        cores = shape.cores or int(conf.get("spark.executor.cores", 1))
+        memory = memory_mb(shape.memory or default_memory)
+        if not any(c >= cores and mb >= memory for c, mb in offers):
+            flags = " ".join(f"--{role}-{k} {v}" for k, v in (("cores", shape.cores), ("memory", shape.memory))
+                             if v is not None)
+            raise ElearnError(
+                f"{flags or f'the {role} executors'}: no worker of --master {master} can hold an executor "
+                f"of {cores} cores and {memory} MB; its workers offer {describe_offers(offers)}. Ask "
+                "for less, or use bigger workers.")
+
+
 def discovery_script(conf: dict) -> str:
     """The GPU discovery script: ``--conf spark.executor.resource.gpu.discoveryScript``, else
     elearn's own (``nvidia-smi`` based), which executors must reach at the same path."""
@@ -124,13 +201,12 @@ def discovery_script(conf: dict) -> str:
 
 
 def build_profiles(conf_get, opts, master: str, say=lambda msg: None) -> dict:
-    """``{"ps": ResourceProfile | None, "worker": ResourceProfile | None}`` for this cluster;
-    ``conf_get(key, default)`` reads the running application's settings.
-
-    Returns no profiles (and says why, once) where the master cannot apply them.
+    """``{"ps": ResourceProfile | None}``: the PS job's executor shape (the workers use the
+    application's, see the module's docstring); ``conf_get(key, default)`` reads the running
+    application's settings. Says what applies, once.
     """
     wanted = shapes(opts)
-    none = {"ps": None, "worker": None}
+    none = {"ps": None}
     if not any(s.requested for s in wanted.values()):
         return none
     if not supports_profiles(master):
@@ -139,45 +215,34 @@ def build_profiles(conf_get, opts, master: str, say=lambda msg: None) -> dict:
         say(f"{', '.join(flags)} not applied: --master {master} runs every task in this process "
             "and Spark refuses ResourceProfiles there")
         return none
-    from pyspark.resource import (ExecutorResourceRequests, ResourceProfileBuilder,
-                                  TaskResourceRequests)
-
-    executor_level = (conf_get("spark.dynamicAllocation.enabled", "false") or "false").lower() == "true"
     default_cores = int(conf_get("spark.executor.cores", "1") or 1)
-    vendor = "nvidia.com" if master.startswith("k8s://") else ""
-    out = dict(none)
-    for role, shape in wanted.items():
-        if not shape.requested:
-            continue
-        cores = shape.cores or default_cores
-        # One node per executor: the task takes all its executor's cores, and TF uses them.
-        task = TaskResourceRequests().cpus(cores)
-        builder = ResourceProfileBuilder()
-        if executor_level:
-            ex = ExecutorResourceRequests().cores(cores)
-            if shape.memory:
-                ex = ex.memory(str(shape.memory))
-            if shape.gpus:
-                ex = ex.resource(GPU, shape.gpus, discovery_script(
-                    {DISCOVERY_CONF: conf_get(DISCOVERY_CONF, None)} if conf_get(DISCOVERY_CONF, None) else {}),
-                    vendor)
-            builder.require(ex)
-        elif cores > default_cores:
-            raise ElearnError(
-                f"--{role}-cores {cores}: with dynamic allocation off, tasks run on executors of "
-                f"spark.executor.cores={default_cores}, so a {cores}-cpu task would never start. "
-                f"Set --conf spark.executor.cores={cores} or turn dynamic allocation on.")
-        elif shape.memory or shape.cores:
-            say(f"--{role}-cores/--{role}-memory shape executors only with dynamic allocation; "
-                "with it off, only the task's cpus and GPUs apply")
-        if shape.gpus:
-            task = task.resource(GPU, shape.gpus)
-        builder.require(task)
-        out[role] = builder.build
     say("executor shapes: " + "; ".join(
         f"{r} {s.cores or default_cores} cores" + (f", {s.memory}" if s.memory else "")
         + (f", {s.gpus} GPU" if s.gpus else "") for r, s in wanted.items() if s.requested))
-    return out
+    ps = wanted["ps"]
+    if not ps.requested:
+        return none
+    from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
+
+    executor_level = (conf_get("spark.dynamicAllocation.enabled", "false") or "false").lower() == "true"
+    cores = ps.cores or default_cores
+    builder = ResourceProfileBuilder()
+    if executor_level:
+        ex = ExecutorResourceRequests().cores(cores)
+        if ps.memory:
+            ex = ex.memory(str(ps.memory))
+        builder.require(ex)
+    elif cores > default_cores:
+        raise ElearnError(
+            f"--ps-cores {cores}: with dynamic allocation off, tasks run on executors of "
+            f"spark.executor.cores={default_cores}, so a {cores}-cpu task would never start. "
+            f"Set --conf spark.executor.cores={cores} or turn dynamic allocation on.")
+    else:
+        say("--ps-cores/--ps-memory shape executors only with dynamic allocation; with it off, "
+            "only the task's cpus apply")
+    # One PS per executor: the task takes all its executor's cores, and TF uses them.
+    builder.require(TaskResourceRequests().cpus(cores))
+    return {"ps": builder.build}
 
 
 # -- GPUs for the TF process ----------------------------------------------------------------------
@@ -227,5 +292,5 @@ def task_gpu_env() -> dict:
     return gpu_env(ctx.resources())
 
 
-__all__ = ["NodeShape", "shapes", "build_profiles", "ps_conf", "allreduce_conf", "cuda_visible_devices",
+__all__ = ["NodeShape", "shapes", "build_profiles", "ps_conf", "allreduce_conf", "check_shapes_fit", "cuda_visible_devices",
            "gpu_env", "task_gpu_env", "supports_profiles"]

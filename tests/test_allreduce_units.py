@@ -104,7 +104,8 @@ def test_every_worker_restores_the_chiefs_checkpoint_and_only_the_chief_keeps_sa
     chief_dir = tmp_path / "checkpoints"
     spec = TrainSpec(job=b"", backend=AllreduceBackend(2), num_workers=2, num_ps=0,
                      plan=FeedPlan([], {}), checkpoint_dir=str(chief_dir),
-                     model_dir=str(tmp_path / "model"), log_dir=str(tmp_path / "tb"))
+                     model_dir=str(tmp_path / "model"), log_dir=str(tmp_path / "tb"),
+                     app_dir=str(tmp_path))
 
     def ctx(index):
         attempt = Attempt(index=index, number=1, feeds={}, result=str(tmp_path / f"r{index}"),

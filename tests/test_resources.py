@@ -12,7 +12,7 @@ from elearn.errors import ElearnError
 from elearn.procs import free_port
 from elearn.mpi import AllreduceBackend
 from elearn.ps import PSBackend
-from elearn.resources_profile import build_profiles, cuda_visible_devices, gpu_env, shapes
+from elearn.resources_profile import build_profiles, check_shapes_fit, cuda_visible_devices, gpu_env, shapes
 from elearn.runtime.node_task import child_env
 
 
@@ -55,6 +55,11 @@ def test_dynamic_allocation_is_turned_on_only_where_profiles_apply():
         "spark.dynamicAllocation.enabled": "false"}  # the user's choice wins
     assert PSBackend(1).spark_conf(opts, "local[4]", {}) == {}
     assert PSBackend(1).spark_conf(SubmitOptions(ps=1), "yarn", {}) == {}
+    # The default executors (the workers') leave room for the PS profile's: as many as they run.
+    assert conf["spark.dynamicAllocation.initialExecutors"] == conf["spark.dynamicAllocation.maxExecutors"] == "2"
+    unshaped_ps = PSBackend(1).spark_conf(SubmitOptions(ps=1, workers=2, worker_memory="2g"), "yarn", {})
+    assert unshaped_ps["spark.dynamicAllocation.initialExecutors"] == "3"  # the PS runs on them too
+    assert unshaped_ps["spark.executor.memory"] == "2g" and "spark.task.cpus" not in unshaped_ps
 
 
 def test_allreduce_shapes_every_executor_without_dynamic_allocation():
@@ -76,30 +81,35 @@ def test_allreduce_shapes_every_executor_without_dynamic_allocation():
     assert "--ps-cores/--ps-memory have no PS to shape" in line
     assert "spark.executor.cores" not in AllreduceBackend(2).spark_conf(opts, "local[2]", {}, said.append)
     assert "not applied: --master local[2]" in said[-1]
-    with pytest.raises(ElearnError, match="executors of 2 cores"):
-        AllreduceBackend(1).spark_conf(SubmitOptions(workers=1, worker_cores=3), "local-cluster[2,2,1024]", {})
+    with pytest.raises(ElearnError, match=r"--worker-cores 3: no worker of --master local-cluster\[2,2,1024\] "
+                                          r"can hold an executor of 3 cores and 1024 MB; its workers offer "
+                                          r"2 x \(2 cores, 1024 MB\)"):
+        check_shapes_fit(SubmitOptions(workers=1, worker_cores=3), "local-cluster[2,2,1024]", {})
 
 
 def test_gpu_workers_get_executor_and_task_gpus_with_a_discovery_script():
-    """The worker profile's resources as built by pyspark (no GPU here: the requests are checked)."""
+    """The worker shape is the application's executors': GPUs for them and their tasks, and a
+    PS profile only when the PS is shaped (no GPU here: the requests are checked)."""
     from pyspark import SparkConf  # a plain SparkConf and pyspark's builders need no JVM
 
-    conf = SparkConf(loadDefaults=False).setAll([("spark.dynamicAllocation.enabled", "true"),
-                                                 ("spark.executor.cores", "1")])
-    opts = SubmitOptions(ps=1, workers=2, worker_cores=4, worker_gpus=2)
-    profiles = build_profiles(conf.get, opts, "k8s://https://api:6443")
-    assert profiles["ps"] is None
-    worker = profiles["worker"]
-    gpu = worker.executorResources["gpu"]
-    assert gpu.amount == 2 and gpu.vendor == "nvidia.com" and gpu.discoveryScript.endswith("gpus.sh")
-    assert worker.executorResources["cores"].amount == 4
-    assert worker.taskResources["gpu"].amount == 2 and worker.taskResources["cpus"].amount == 4
+    opts = SubmitOptions(ps=1, workers=2, worker_cores=4, worker_gpus=2, ps_cores=2, ps_memory="8g")
+    conf = PSBackend(1).spark_conf(opts, "k8s://https://api:6443", {})
+    assert conf["spark.executor.resource.gpu.amount"] == conf["spark.task.resource.gpu.amount"] == "2"
+    assert conf["spark.executor.resource.gpu.vendor"] == "nvidia.com"
+    assert conf["spark.executor.resource.gpu.discoveryScript"].endswith("gpus.sh")
+    assert conf["spark.executor.cores"] == "4"
+    spark_conf = SparkConf(loadDefaults=False).setAll(list(conf.items()))
+    ps = build_profiles(spark_conf.get, opts, "k8s://https://api:6443")["ps"]
+    assert ps.executorResources["cores"].amount == 2 and ps.executorResources["memory"].amount == 8192
+    assert "gpu" not in ps.executorResources and ps.taskResources["cpus"].amount == 2
+    assert build_profiles(spark_conf.get, SubmitOptions(ps=1, workers=2, worker_gpus=2),
+                          "k8s://https://api:6443") == {"ps": None}
 
 
 def test_local_mode_says_once_that_profiles_are_not_applied():
     said = []
     opts = SubmitOptions(ps=1, workers=1, ps_cores=2, worker_memory="1g")
-    assert build_profiles(None, opts, "local[2]", said.append) == {"ps": None, "worker": None}
+    assert build_profiles(None, opts, "local[2]", said.append) == {"ps": None}
     assert len(said) == 1
     assert "--ps-cores, --worker-memory not applied" in said[0] and "local[2]" in said[0]
 
@@ -165,6 +175,10 @@ def test_each_gpu_worker_process_sees_the_device_spark_assigned_to_its_task(pl_s
     out = tmp_path / "devices.jsonl"
     run = pl_submit(job("gpu_devices.py"), "--ps", 1, "--workers", 2, "--worker-gpus", 1,
                     "--master", "local-cluster[3,1,1536]", "--app-name", "gpus",
+                    # The cluster's workers advertise one GPU each (a real cluster's workers are
+                    # configured so); each executor gets the one of its worker.
+                    "--conf", "spark.worker.resource.gpu.amount=1",
+                    "--conf", f"spark.worker.resource.gpu.discoveryScript={script}",
                     "--conf", f"spark.executor.resource.gpu.discoveryScript={script}",
                     "--register-timeout", 300, "--arg", f"out={out}", timeout=900)
     try:
@@ -195,4 +209,4 @@ def test_task_wider_than_executors_is_refused_when_dynamic_allocation_is_off():
     conf = SparkConf(loadDefaults=False).setAll([("spark.dynamicAllocation.enabled", "false"),
                                                  ("spark.executor.cores", "1")])
     with pytest.raises(ElearnError, match="--conf spark.executor.cores=2"):
-        build_profiles(conf.get, SubmitOptions(ps=1, worker_cores=2), "spark://h:7077")
+        build_profiles(conf.get, SubmitOptions(ps=1, ps_cores=2), "spark://h:7077")

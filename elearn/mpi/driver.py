@@ -49,9 +49,11 @@ def _watch(app, stage: SparkJobThread) -> list:
             "at once: check that the cluster has that many free task slots (executors x cores / "
             "spark.task.cpus), or raise --register-timeout.")
 
-    wait_for_nodes(app, "allreduce", registered, opts.register_timeout, on_timeout=too_slow,
-                   blocked=short_of_slots)
-    app.mark("register")
+    try:
+        wait_for_nodes(app, "allreduce", registered, opts.register_timeout, on_timeout=too_slow,
+                       blocked=short_of_slots)
+    finally:
+        app.mark("register")  # waiting for workers is registration, also when it fails
 
     def finished():
         app.check_killed()  # the workers see the application marked failed and stop their TF

@@ -48,9 +48,9 @@ class _Nodes:
 
 
 def _launch(app, nodes: _Nodes, frame, spec) -> None:
+    # Workers run on the application's executors (of the worker shape); the PS on its own.
     start_node_job(app, "ps", spec, count=nodes.ps, profile=nodes.profiles.get("ps"))
-    start_node_job(app, "worker", spec, frame=frame, count=nodes.workers,
-                   profile=nodes.profiles.get("worker"))
+    start_node_job(app, "worker", spec, frame=frame, count=nodes.workers)
 
 
 def _check_jobs(app) -> None:
@@ -136,13 +136,13 @@ def form_cluster(app, layout: _Nodes, generation: int = 0) -> dict:
         return ClusterError(
             f"only {total - len(missing)} of {total} nodes registered within "
             f"{opts.register_timeout:.0f}s; missing {', '.join(missing)}. The cluster needs {total} "
-            f"Spark tasks running at once ({ps} ps + {workers} workers): check that the cluster "
-            "has that many free task slots (executors x cores / spark.task.cpus), or raise "
-            "--register-timeout.")
+            f"Spark tasks running at once ({ps} ps + {workers} workers)" + _room_advice(app, missing))
 
-    wait_for_nodes(app, "worker", registered, opts.register_timeout, too_slow)
-    if generation == 0:
-        app.mark("register")
+    try:
+        wait_for_nodes(app, "worker", registered, opts.register_timeout, too_slow)
+    finally:
+        if generation == 0:
+            app.mark("register")  # waiting for nodes is registration, also when it fails
 
     def spooled():
         _check_jobs(app)
@@ -390,6 +390,25 @@ def run_ps(app, job, frame, plan) -> dict:
                 "restart_causes": dict(policy.causes + in_place)}
     finally:
         coordinator.stop()
+
+
+def _room_advice(app, missing: list) -> str:
+    """What the cluster offers against what the missing nodes' executors ask for."""
+    from elearn.resources_profile import cluster_offers, describe_offers, profiles_requested, shapes
+
+    if not profiles_requested(app.opts):
+        return (": check that the cluster has that many free task slots (executors x cores / "
+                "spark.task.cpus), or raise --register-timeout.")
+    wanted = shapes(app.opts)
+    roles = sorted({name.split(":")[0] for name in missing})
+    asked = "; ".join(f"{r}: {s.cores or app.ops.conf('spark.executor.cores', '1')} cores, "
+                      f"{s.memory or app.ops.conf('spark.executor.memory', '1g')}"
+                      for r, s in wanted.items() if r in roles)
+    offers = cluster_offers(app.master)
+    return (f": no executor of the {' and '.join(roles)} shape ({asked}) was granted. "
+            + (f"The cluster's workers offer {describe_offers(offers)}, some of it held by other "
+               "applications or executors. " if offers else "")
+            + "Free room on the cluster, ask for smaller shapes, or raise --register-timeout.")
 
 
 def _feeds(plan, cluster: dict, workers: int) -> dict:
