@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from elearn.nodejobs import SparkJobThread, wait_for_nodes
+from elearn.sparkops import SparkOps
 
 
 class TimedOut(Exception):
@@ -17,7 +18,9 @@ class TimedOut(Exception):
 
 
 def _app(spark):
-    return SimpleNamespace(id=f"wait-{time.monotonic_ns()}", spark=spark, threads=[],
+    app_id = f"wait-{time.monotonic_ns()}"
+    return SimpleNamespace(id=app_id, spark=spark, threads=[], ops=SparkOps(spark),
+                           tag=lambda what: f"elearn-{app_id}-{what}",
                            registry=SimpleNamespace(nodes=lambda role: {}),
                            console=SimpleNamespace(progress=lambda key, msg: None))
 
