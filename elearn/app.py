@@ -87,7 +87,9 @@ class Application:
         take seconds), and TensorBoard if asked."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from elearn.resources_profile import check_shapes_fit
+        from pyspark import __version__ as pyspark_version
+
+        from elearn.resources_profile import check_shape_support, check_shapes_fit
         from elearn.session import check_slots, default_master, running_session, with_environment
 
         opts, say = self.opts, self.console.say
@@ -112,6 +114,7 @@ class Application:
             finally:
                 zk_started.result()
         self.ops = SparkOps(self.spark)
+        check_shape_support(opts, self.ops.can_shape(), pyspark_version)
         self.ops.watch_progress()
         if self.zk is not None:  # now that Spark has told which address the nodes reach us at
             say(f"ZooKeeper: embedded server at {self.zk_for_nodes()}"

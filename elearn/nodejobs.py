@@ -136,9 +136,8 @@ def start_node_job(app, role: str, spec, frame=None, count: int = 0, barrier: bo
 
     def body():
         source = frame if frame is not None else app.spark.range(count, numPartitions=count)
-        extra = {"profile": profile} if profile is not None else {}
         task = arrow_task(spec, "worker" if role == "allreduce" else role, fed=frame is not None)
-        rows = source.mapInArrow(task, STATS_SCHEMA, barrier=barrier, **extra).collect()
+        rows = app.ops.map_in_arrow(source, task, STATS_SCHEMA, barrier, profile)
         return [json.loads(r.stats) for r in rows]
 
     job = SparkJobThread(app, role, body, f"elearn {role} nodes of {app.id}")

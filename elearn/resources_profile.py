@@ -194,6 +194,20 @@ def check_shapes_fit(opts, master: str, conf: dict) -> None:
                 "for less, or use bigger workers.")
 
 
+def check_shape_support(opts, can_shape: bool, client_version: str) -> None:
+    """Refuse PS shape flags a session cannot apply: a PS shape is a ResourceProfile on the PS
+    node job, which a Spark Connect client before 4.0 cannot attach (no ``mapInArrow(profile=)``
+    and no ``.rdd``). Classic sessions of any supported version can."""
+    ps = shapes(opts)["ps"]
+    if can_shape or not ps.requested:
+        return
+    flags = ", ".join(f"--ps-{k}" for k in ("cores", "memory", "gpus") if getattr(ps, k) is not None)
+    raise ElearnError(
+        f"{flags} need Spark 4.0 or newer over Spark Connect (DataFrame.mapInArrow(profile=...)); this "
+        f"client is pyspark {client_version}. Run without --remote (a classic Spark 3.5 session applies "
+        "them), or use pyspark 4.0+.")
+
+
 def discovery_script(conf: dict) -> str:
     """The GPU discovery script: ``--conf spark.executor.resource.gpu.discoveryScript``, else
     elearn's own (``nvidia-smi`` based), which executors must reach at the same path."""
@@ -292,5 +306,6 @@ def task_gpu_env() -> dict:
     return gpu_env(ctx.resources())
 
 
-__all__ = ["NodeShape", "shapes", "build_profiles", "ps_conf", "allreduce_conf", "check_shapes_fit", "cuda_visible_devices",
+__all__ = ["NodeShape", "shapes", "build_profiles", "ps_conf", "allreduce_conf", "check_shapes_fit", "check_shape_support",
+           "cuda_visible_devices",
            "gpu_env", "task_gpu_env", "supports_profiles"]

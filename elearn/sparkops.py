@@ -16,10 +16,14 @@ and lives here only:
   a barrier stage wider than the cluster is caught by its lack of progress instead.
 - **shipping files** to the executors: ``addPyFile``/``addArchive`` of the SparkContext, or
   ``addArtifacts`` over Connect.
+- **a node job's shape** (a ResourceProfile): ``mapInArrow(profile=)`` on Spark 4.0+; before it a
+  classic session attaches the profile to the RDD that ends the same stage, and a Connect 3.5
+  client cannot apply one at all (it has neither).
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 import time
 
@@ -130,6 +134,25 @@ class SparkOps:
                 stages.append((stage_id, stage.numCompletedTasks, stage.numTasks, stage.numActiveTasks))
                 active += stage.numActiveTasks
         return running, stages, active
+
+    # -- node jobs ----------------------------------------------------------------------------------
+    def can_shape(self) -> bool:
+        """Whether a node job can run in a ResourceProfile of its own (see ``map_in_arrow``)."""
+        frame = self.spark.range(0)  # lazy: no job, no round trip
+        return "profile" in inspect.signature(frame.mapInArrow).parameters or not self.remote
+
+    def map_in_arrow(self, frame, task, schema, barrier: bool, profile=None) -> list:
+        """``frame.mapInArrow(task, schema, barrier=barrier)`` collected, its stage in ``profile``.
+
+        Spark 3.5 has no ``mapInArrow(profile=)``; a stage runs in the profile of its RDDs, so
+        ``.rdd.withResources(profile)`` on the mapInArrow's own output puts the same stage in it
+        (a node job's output is one stats row per task: going through the RDD costs nothing).
+        """
+        if profile is None:
+            return frame.mapInArrow(task, schema, barrier=barrier).collect()
+        if "profile" in inspect.signature(frame.mapInArrow).parameters:
+            return frame.mapInArrow(task, schema, barrier=barrier, profile=profile).collect()
+        return frame.mapInArrow(task, schema, barrier=barrier).rdd.withResources(profile).collect()
 
     # -- the cluster ---------------------------------------------------------------------------------
     def slots(self) -> int | None:

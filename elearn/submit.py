@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+import warnings
 from dataclasses import dataclass, field
 
 from elearn.app import Application
@@ -65,7 +66,7 @@ def submit(job, **options) -> SubmitResult:
     and ``traceback``; invalid options and job files raise ``ElearnError`` at once.
     """
     opts = SubmitOptions.from_kwargs(**options)
-    _quiet_tensorflow(opts.tf_log)
+    _quiet_libraries(opts.tf_log)
     _import_py_files(opts.py_files)
     job = _resolve_job(job, opts)
     app = Application(opts, Console(opts.quiet))
@@ -91,13 +92,17 @@ def submit(job, **options) -> SubmitResult:
     return result
 
 
-def _quiet_tensorflow(tf_log: bool) -> None:
+def _quiet_libraries(tf_log: bool) -> None:
     if not tf_log:
         # TensorFlow's C++ logging is read once, at import: set it before anything imports TF.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     else:  # every process of ours on this host lets TensorFlow's own output through
         os.environ["ELEARN_TF_LOG"] = "1"
+    # pyspark 4.3 warns at every Arrow UDF that it does not fully support pandas 3; elearn's feed
+    # uses Arrow only (never pandas), so the warning is not the user's to act on.
+    warnings.filterwarnings("ignore", message=r"PySpark does not yet fully support pandas",
+                            category=FutureWarning)
 
 
 def _import_py_files(py_files: str | None) -> None:

@@ -1,4 +1,6 @@
-"""Records the CUDA_VISIBLE_DEVICES each worker's TF process runs with (PS mode: the TF servers)."""
+"""Records the CUDA_VISIBLE_DEVICES each worker's TF process runs with (PS mode: the TF servers).
+
+Only this run's servers: they inherit the test's ``ELEARN_TEST_TAG``, as the trainer does."""
 import os
 
 from common import linear_frame, record
@@ -7,6 +9,7 @@ from elearn import SparkTFJob
 
 
 def _tf_server_devices():
+    mine = os.environ.get("ELEARN_TEST_TAG", "").encode()
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -17,7 +20,7 @@ def _tf_server_devices():
                 env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
         except OSError:
             continue
-        if b'"role": "worker"' in env.get(b"ELEARN_NODE", b""):
+        if env.get(b"ELEARN_TEST_TAG") == mine and b'"role": "worker"' in env.get(b"ELEARN_NODE", b""):
             found.append(env.get(b"CUDA_VISIBLE_DEVICES", b"").decode())
     return found
 
