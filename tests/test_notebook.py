@@ -1,49 +1,107 @@
-"""elearn.submit inside a real Jupyter kernel (ipykernel through jupyter_client), as a notebook
-runs it: the cell's output shows elearn's lines and train's own progress, and nothing is left."""
+"""elearn.submit inside a real Jupyter kernel (ipykernel through jupyter_client), as a notebook runs
+it on the session the notebook already has: in PS mode and allreduce mode on features from the
+user's temp view, then interrupted like a stopped cell. The cell shows elearn's lines and train's
+own progress; the user's session, its cached data and its view outlive every run; nothing of
+elearn's is left."""
 import os
+import time
 import uuid
 
-from conftest import JOBS, ROOT, assert_no_orphans, lines
+from conftest import JOBS, ROOT, assert_no_orphans, lines, tagged_pids
 
-CELL = """
+SESSION = """
 import sys
 sys.path.insert(0, {jobs!r})
+from pyspark.sql import SparkSession
+from common import linear_frame
 import elearn
-from linear_fit import LinearFit
-result = elearn.submit(LinearFit, ps=1, workers=1,
-                       args={{"rows": 2000, "epochs": 2, "out": {out!r}, "marker": {marker!r}}})
+spark = (SparkSession.builder.master("local[4]").appName("mine")
+         .config("spark.pyspark.python", sys.executable).getOrCreate())
+cached = spark.range(1000).cache()
+print("CACHED", cached.count())
+linear_frame(spark, rows=3000).createOrReplaceTempView("features_view")
+"""
+
+SUBMIT = """
+result = elearn.submit({job!r}, ps={ps}, workers=2, args={{"view": "features_view", "out": {out!r}}})
 print("STATUS", result.status, result.error)
+print("ALIVE", spark.range(5).count(), cached.count(), spark.sparkContext.master)
+"""
+
+WAIT = """
+elearn.submit({job!r}, ps=1, workers=1, args={{"started": {started!r}}})
+"""
+
+AFTER = """
+print("ALIVE", spark.range(5).count(), cached.count(), spark.sparkContext.master)
 """
 
 
-def test_submit_in_a_jupyter_kernel_shows_progress_in_the_cell(tmp_path):
+def test_submit_on_the_notebooks_own_session_in_both_modes_and_interrupted(tmp_path):
     from jupyter_client.manager import start_new_kernel
 
     tag = uuid.uuid4().hex
-    out, marker = tmp_path / "out.jsonl", tmp_path / "marker.jsonl"
+    out, started = tmp_path / "out.jsonl", tmp_path / "started.jsonl"
     env = {**os.environ, "ELEARN_HOME": str(tmp_path), "ELEARN_TEST_TAG": tag,
            "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
-    shown = []
 
-    def collect(msg):
-        if msg["msg_type"] == "stream":
-            shown.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            shown.append("\n".join(msg["content"]["traceback"]))
+    def run(cell, timeout=600):
+        shown = []
+
+        def collect(msg):
+            if msg["msg_type"] == "stream":
+                shown.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                shown.append("\n".join(msg["content"]["traceback"]))
+
+        reply = client.execute_interactive(cell, timeout=timeout, output_hook=collect)
+        return reply["content"]["status"], "".join(shown)
 
     try:
-        reply = client.execute_interactive(CELL.format(jobs=JOBS, out=str(out), marker=str(marker)),
-                                           timeout=600, output_hook=collect)
+        status, text = run(SESSION.format(jobs=JOBS))
+        assert status == "ok" and "CACHED 1000" in text, text[-3000:]
+        for ps in (1, 0):
+            status, text = run(SUBMIT.format(job=os.path.join(JOBS, "view_features.py"), ps=ps, out=str(out)))
+            assert status == "ok" and "STATUS succeeded None" in text, text[-3000:]
+            assert "ALIVE 5 1000 local[4]" in text, text[-3000:]
+            assert "Spark 4" in text and "on local[4] (the session already running here; it stays running)" in text
+            assert "summary: succeeded" in text and ": loss=" in text, text[-3000:]
+        assert sorted(r["mode"] for r in lines(out)) == ["allreduce", "ps"]
+        for record in lines(out):
+            assert abs(record["w"][0] - 2.0) < 0.2, record
+        # A stopped cell: the kernel is interrupted while train runs.
+        msg_id = client.execute(WAIT.format(job=os.path.join(JOBS, "waits.py"), started=str(started)))
+        deadline = time.monotonic() + 300
+        while not lines(started):
+            assert time.monotonic() < deadline, "train never started"
+            time.sleep(0.2)
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=300)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = client.get_shell_msg(timeout=300)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        status, text = run(AFTER)
+        assert status == "ok" and "ALIVE 5 1000 local[4]" in text, text[-3000:]
+        # Only the notebook's own processes are left: its kernel and its session's JVM.
+        deadline = time.monotonic() + 60
+        while _elearn_processes(tag):
+            assert time.monotonic() < deadline, f"left running: {_elearn_processes(tag)}"
+            time.sleep(0.5)
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=False)
-    text = "".join(shown)
-    assert reply["content"]["status"] == "ok", text[-3000:]
-    assert "STATUS succeeded None" in text, text[-3000:]
-    # elearn's own lines, and train's progress lines from the coordinator process, in the cell.
-    for expected in ("nodes registered 2/2", "cluster up: 1 ps, 1 workers", "] step ", ": loss=",
-                     "summary: succeeded"):
-        assert expected in text, (expected, text[-3000:])
-    assert len(lines(marker)) == 1 and len(lines(out)) == 1
     assert_no_orphans(tag)
+
+
+def _elearn_processes(tag):
+    found = []
+    for pid in tagged_pids(tag):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"elearn.runtime" in cmd or b"ZooKeeperServerMain" in cmd or b"moto" in cmd:
+            found.append(pid)
+    return found

@@ -1,0 +1,78 @@
+"""A real Spark Connect server for tests, started from pyspark's own jars:
+
+    spark-submit --class org.apache.spark.sql.connect.service.SparkConnectServer spark-internal
+
+with ``PYSPARK_PYTHON`` naming this interpreter for its Python workers. Every process it starts
+(the JVM, its Python workers, and what elearn's node tasks fork) carries ``tag`` in its
+environment, so a test can prove nothing is left on the server's side.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pyspark
+
+from elearn.procs import free_port, popen_child, stop_process
+
+
+def missing() -> str | None:
+    """Why a Spark Connect server cannot run with this pyspark, or None if it can."""
+    home = os.path.dirname(pyspark.__file__)
+    if not glob.glob(os.path.join(home, "jars", "spark-connect_*.jar")):
+        return (f"the Spark Connect server needs pyspark 4.0+ (jars/spark-connect_*.jar); "
+                f"this is pyspark {pyspark.__version__}")
+    try:
+        from pyspark.sql.connect.utils import check_dependencies
+        check_dependencies("pyspark.sql.connect")
+    except Exception as exc:  # the client's extras (grpcio, grpcio-status, ...) are missing
+        return f"the Spark Connect client is not installed ({exc})"
+    return None
+
+
+class ConnectServer:
+    def __init__(self, log_path: str, master: str = "local[4]", conf: dict | None = None):
+        self.log_path, self.master, self.conf = log_path, master, dict(conf or {})
+        self.port = free_port()
+        self.tag = uuid.uuid4().hex
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"sc://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 300.0) -> "ConnectServer":
+        home = os.path.dirname(pyspark.__file__)
+        conf = {"spark.connect.grpc.binding.port": str(self.port), "spark.ui.enabled": "false",
+                "spark.pyspark.python": sys.executable, **self.conf}
+        argv = [os.path.join(home, "bin", "spark-submit"), "--class",
+                "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", self.master]
+        for k, v in conf.items():
+            argv += ["--conf", f"{k}={v}"]
+        env = {**os.environ, "SPARK_HOME": home, "PYSPARK_PYTHON": sys.executable, "ELEARN_TEST_TAG": self.tag,
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        with open(self.log_path, "ab") as log:
+            self.proc = popen_child(argv + ["spark-internal"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:  # until it takes connections, with a deadline
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the Spark Connect server exited ({self.proc.returncode}); see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"no Spark Connect server on port {self.port} after {timeout:.0f}s")
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace=20)
+            self.proc = None
