@@ -9,6 +9,7 @@ environment, so a test can prove nothing is left on the server's side.
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import socket
 import subprocess
@@ -27,10 +28,9 @@ def missing() -> str | None:
     if not glob.glob(os.path.join(home, "jars", "spark-connect_*.jar")):
         return (f"the Spark Connect server needs pyspark 4.0+ (jars/spark-connect_*.jar); "
                 f"this is pyspark {pyspark.__version__}")
-    try:
-        from pyspark.sql.connect.utils import check_dependencies
-        check_dependencies("pyspark.sql.connect")
-    except Exception as exc:  # the client's extras (grpcio, grpcio-status, ...) are missing
+    try:  # the client's module checks its extras (grpcio, grpcio-status, ...) when imported
+        importlib.import_module("pyspark.sql.connect.session")
+    except Exception as exc:
         return f"the Spark Connect client is not installed ({exc})"
     return None
 

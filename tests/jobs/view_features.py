@@ -15,7 +15,7 @@ class ViewFeatures(SparkTFJob):
             x = keras.layers.Concatenate()([keras.layers.Reshape((1,))(inputs[f]) for f in FEATURES])
             model = keras.Model(inputs, keras.layers.Dense(1, name="linear")(x))
             model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
-        model.fit(ctx.dataset(label="y", batch_size=64), epochs=3, steps_per_epoch=ctx.steps_per_epoch(64),
+        model.fit(ctx.dataset(label="y", batch_size=64), epochs=10, steps_per_epoch=ctx.steps_per_epoch(64),
                   verbose=0)
         kernel, _ = model.get_layer("linear").get_weights()
         if ctx.is_chief:
