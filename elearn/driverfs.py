@@ -46,8 +46,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from elearn.errors import StorageError, StorageNotFound
-from elearn.storage import (Location, Storage, _clean_rel, _Limited, append_local, delete_tree_local,
-                            list_local, parse_location, write_atomic)
+from elearn.localfiles import LimitedReader, append_local, delete_tree_local, list_local, write_atomic
+from elearn.locations import Location, clean_rel, parse_location
+from elearn.storage import Storage
 
 __all__ = ["DriverFiles", "DriverEndpoint", "DriverFilesStorage", "new_token", "TOKEN_HEADER"]
 
@@ -194,7 +195,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
             self.end_headers()
             # Send exactly the size announced, even if the file grows meanwhile (a live log).
-            shutil.copyfileobj(_Limited(f, size), self.wfile, _CHUNK)
+            shutil.copyfileobj(LimitedReader(f, size), self.wfile, _CHUNK)
 
     def _append(self, path: str, length: int) -> None:
         files: DriverFiles = self.server.files     # type: ignore[attr-defined]
@@ -408,7 +409,7 @@ class DriverFilesStorage(Storage):
     def __init__(self, address: str, token: str, root: str, prefix: str = "", *,
                  location: Location | None = None, timeout: float = 60.0, attempts: int = 3):
         self.address, self._token, self.root = address, token, root
-        self.prefix = _clean_rel(prefix, allow_empty=True)
+        self.prefix = clean_rel(prefix, allow_empty=True)
         self.timeout, self.attempts = timeout, attempts
         # Built from (address, token, root) alone, the storage only knows where it is served from.
         self.location = location or Location(f"driver://{address}/{root}/{self.prefix}".rstrip("/"),
@@ -424,7 +425,7 @@ class DriverFilesStorage(Storage):
 
     # -- HTTP
     def _url(self, op: str, path: str, allow_empty: bool = False) -> str:
-        rel = _clean_rel(path, allow_empty)
+        rel = clean_rel(path, allow_empty)
         full = "/".join(p for p in (self.prefix, rel) if p)
         comps = [urllib.parse.quote(self.root, safe="")] + \
                 [urllib.parse.quote(c, safe="") for c in full.split("/") if c]
@@ -533,7 +534,7 @@ class DriverFilesStorage(Storage):
 
             def body():
                 f.seek(0)
-                return _Limited(f, size)
+                return LimitedReader(f, size)
 
             try:
                 status, _, data = self._request("PUT", url, body(), size, reopen=body)
@@ -593,7 +594,7 @@ class DriverFilesStorage(Storage):
 
                 def body():
                     f.seek(offset)
-                    return _Limited(f, n)
+                    return LimitedReader(f, n)
 
                 try:
                     status, _, data = self._request("POST", url, body(), n,

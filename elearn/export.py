@@ -53,8 +53,6 @@ def export_model(model, model_dir: str, options=None) -> str | None:
     """
     if model is None:
         return None
-    import tensorflow as tf
-
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     os.makedirs(os.path.dirname(os.path.abspath(model_dir)), exist_ok=True)

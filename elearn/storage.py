@@ -66,7 +66,6 @@ import io
 import os
 import posixpath
 import secrets
-import shutil
 import threading
 import time
 import urllib.parse
@@ -74,15 +73,13 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable
 
 from elearn.errors import StorageError, StorageNotFound
+from elearn.localfiles import (TMP_PREFIX, LimitedReader, append_local, delete_tree_local, join_rel,
+                               list_local, local_files, write_atomic)
+from elearn.locations import SUPPORTED_SCHEMES, Location, clean_rel, parse_location
 
 __all__ = ["Location", "parse_location", "check_location", "Storage", "LocalStorage", "RemoteStorage",
            "open_storage", "INDEX_LAST", "StorageError", "StorageNotFound", "SUPPORTED_SCHEMES"]
 
-# URI scheme as users write it -> the scheme pyarrow is given. s3a:// is what Spark and Hadoop
-# users write for S3; gcs:// is accepted by pyarrow as a synonym of gs://.
-_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "hdfs": "hdfs", "viewfs": "viewfs",
-            "abfs": "abfs", "abfss": "abfss", "file": "file"}
-SUPPORTED_SCHEMES = tuple(_SCHEMES)
 
 # The default "index last" rule of put_tree: files matching none of these go first; then the
 # files matching each pattern, in this order. A TF checkpoint is ckpt-N.data-* then ckpt-N.index
@@ -90,160 +87,7 @@ SUPPORTED_SCHEMES = tuple(_SCHEMES)
 # saved_model.pb; training_metadata.json marks a finished tree.
 INDEX_LAST: tuple[str, ...] = ("*.index", "checkpoint", "saved_model.pb", "training_metadata.json")
 
-_TMP_PREFIX = ".elearn-tmp-"       # temporary names of atomic writes; never listed
 _CHUNK = 8 << 20                   # pyarrow streams: 8 MiB (S3 multipart parts are >= 5 MiB)
-
-
-# ----------------------------------------------------------------------------------- locations
-
-@dataclass(frozen=True)
-class Location:
-    """Where something lives.
-
-    Attributes:
-        uri: the canonical string: an absolute path (local), ``file:///abs/path`` (shared) or
-            ``scheme://...`` (remote; ``s3a`` written as ``s3``, ``gcs`` as ``gs``).
-        kind: ``"local"`` (a path on the driver's host), ``"shared"`` (mounted at the same path on
-            every host) or ``"remote"`` (served through pyarrow.fs).
-        scheme: ``"file"`` for local and shared, else the remote scheme (``s3``, ``gs``, ``hdfs``,
-            ``viewfs``, ``abfs``, ``abfss``).
-    """
-
-    uri: str
-    kind: str
-    scheme: str
-
-    def __post_init__(self):
-        if self.kind not in ("local", "shared", "remote"):
-            raise StorageError(f"Location kind must be local, shared or remote, not {self.kind!r}")
-
-    @property
-    def path(self) -> str:
-        """The file-system path of a local or shared location."""
-        if self.kind == "local":
-            return self.uri
-        if self.kind == "shared":
-            return urllib.parse.unquote(urllib.parse.urlsplit(self.uri).path)
-        raise StorageError(f"{self.uri} is a remote location; it has no local path")
-
-    def join(self, *parts: str) -> "Location":
-        """The location of ``parts`` (relative, ``/``-separated) below this one."""
-        rel = _clean_rel("/".join(parts), allow_empty=True)
-        if not rel:
-            return self
-        if self.kind == "local":
-            return Location(os.path.join(self.uri, *rel.split("/")), "local", "file")
-        split = urllib.parse.urlsplit(self.uri)
-        path = split.path.rstrip("/") + "/" + urllib.parse.quote(rel) if self.kind == "shared" \
-            else split.path.rstrip("/") + "/" + rel
-        return Location(urllib.parse.urlunsplit(split._replace(path=path)), self.kind, self.scheme)
-
-    def __str__(self) -> str:
-        return self.uri
-
-
-def parse_location(text: str | Location) -> Location:
-    """Classify ``text`` as a local path, a ``file://`` mount or a remote URI.
-
-    A path without a scheme (relative, ``~/...``, ``C:\\...``) is local and made absolute on this
-    host. An unknown scheme, a malformed URI or one carrying credentials raises StorageError.
-    """
-    if isinstance(text, Location):
-        return text
-    text = str(text).strip()
-    if not text:
-        raise StorageError("an empty location was given; pass a path or a URI such as s3://bucket/dir")
-    if "://" not in text:
-        # C:\x and C:/x parse with scheme "c": a Windows drive, not a URI; so does any plain path.
-        return Location(os.path.abspath(os.path.expanduser(text)), "local", "file")
-    split = urllib.parse.urlsplit(text)
-    given = split.scheme.lower()
-    if len(given) <= 1:                         # C://x: a Windows drive; /a://b: a strange path
-        return Location(os.path.abspath(os.path.expanduser(text)), "local", "file")
-    scheme = _SCHEMES.get(given)
-    if scheme is None:
-        raise StorageError(
-            f"unsupported location {_redact(text)!r}: the scheme {given + '://'!r} is not one elearn "
-            f"can write to. Use a local path, or one of "
-            f"{', '.join(s + '://' for s in SUPPORTED_SCHEMES)} (s3a:// is read as s3://, gcs:// as gs://)")
-    if scheme == "file":
-        if split.netloc not in ("", "localhost"):
-            raise StorageError(f"{text!r}: a file:// URI names a path mounted on every host, "
-                               f"file:///mnt/shared/dir; it cannot name another host ({split.netloc!r})")
-        path = urllib.parse.unquote(split.path)
-        if not path.startswith("/"):
-            raise StorageError(f"{text!r}: a file:// URI needs an absolute path (file:///mnt/shared/dir)")
-        path = posixpath.normpath(path)
-        return Location("file://" + urllib.parse.quote(path), "shared", "file")
-    _refuse_credentials(text, scheme, split)
-    if not split.netloc:
-        what = {"s3": "bucket", "gs": "bucket", "abfs": "container/account",
-                "abfss": "container/account"}.get(scheme, "host")
-        if scheme not in ("hdfs", "viewfs"):   # hdfs:///path uses fs.defaultFS
-            raise StorageError(f"{text!r} names no {what}: write {given}://{what.split('/')[0]}/path")
-    path = split.path.rstrip("/")
-    if ".." in path.split("/"):
-        raise StorageError(f"{_redact(text)!r}: '..' is not allowed in a storage URI")
-    uri = urllib.parse.urlunsplit((scheme, split.netloc, path, split.query, ""))
-    return Location(uri, "remote", scheme)
-
-
-# Azure query parameters that carry a secret (a SAS token's signature, a service principal's
-# secret); pyarrow would accept them, elearn does not take credentials from its flags.
-_AZURE_SECRET_PARAMS = {"sig", "client_secret", "sv", "se", "sp", "st", "spr", "srt", "ss", "sr", "skoid"}
-
-
-def _refuse_credentials(text: str, scheme: str, split: urllib.parse.SplitResult) -> None:
-    where = {
-        "s3": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment, AWS_PROFILE and "
-              "~/.aws/credentials, or the instance's role",
-        "gs": "GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login` or the "
-              "instance's service account",
-        "abfs": "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET in the environment, a managed "
-                "identity, workload identity or `az login`",
-    }
-    where["abfss"] = where["abfs"]
-    if scheme in ("s3", "gs") and (split.username or split.password):
-        raise StorageError(f"{_redact(text)!r} carries credentials in the URI; elearn does not take them "
-                           f"from its flags (they would end up in logs and process lists). Remove them "
-                           f"and provide them through {where[scheme]}")
-    if scheme in ("abfs", "abfss"):
-        keys = {k.lower() for k, _ in urllib.parse.parse_qsl(split.query, keep_blank_values=True)}
-        if split.password or keys & _AZURE_SECRET_PARAMS:
-            raise StorageError(f"{_redact(text)!r} carries a credential (a SAS token or a client secret) "
-                               f"in the URI; elearn does not take them from its flags. Remove it and "
-                               f"provide credentials through {where[scheme]}")
-
-
-def _redact(text: str) -> str:
-    """``text`` with credentials masked for messages: S3/GCS userinfo (a key pair), any password,
-    every query value. An Azure ``container@account`` stays readable."""
-    try:
-        split = urllib.parse.urlsplit(text)
-    except ValueError:
-        return "<unparseable URI>"
-    netloc = split.netloc
-    if "@" in netloc:
-        user, host = netloc.rsplit("@", 1)
-        if ":" in user or _SCHEMES.get(split.scheme.lower()) in ("s3", "gs"):
-            user = "***"
-        netloc = user + "@" + host
-    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(split.query, keep_blank_values=True))
-    return urllib.parse.urlunsplit((split.scheme, netloc, split.path, query, ""))
-
-
-def _clean_rel(path: str, allow_empty: bool = False) -> str:
-    """A relative ``/``-separated path inside a location, or StorageError (``..``, absolute, NUL)."""
-    path = str(path).replace(os.sep, "/") if os.sep != "/" else str(path)
-    if path.startswith("/") or "\0" in path:
-        raise StorageError(f"{path!r}: paths inside a location are relative (no leading '/', no NUL)")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise StorageError(f"{path!r}: '..' is not allowed in a path inside a location")
-    rel = "/".join(parts)
-    if not rel and not allow_empty:
-        raise StorageError("an empty path names the location itself, not a file in it")
-    return rel
 
 
 # ------------------------------------------------------------------------------------- storage
@@ -323,16 +167,16 @@ class Storage(abc.ABC):
         (checkpoints ``max_to_keep`` dropped), after the index. ``progress(path, size)`` is called
         after each file is stored. Returns the stored paths in the order they were written.
         """
-        prefix = _clean_rel(prefix, allow_empty=True)
+        prefix = clean_rel(prefix, allow_empty=True)
         if not os.path.isdir(local_dir):
             raise StorageError(f"cannot store {local_dir!r} in {self.location.uri}: not a directory")
         rules = (last,) if isinstance(last, str) else tuple(last)
-        files = _local_files(local_dir)
+        files = local_files(local_dir)
         stored = self.list(prefix) if (skip_unchanged or prune) else {}
         order = sorted(files, key=lambda rel: (_rank(rel, rules), rel))
         done = []
         for rel in order:
-            dest = _join(prefix, rel)
+            dest = join_rel(prefix, rel)
             size = files[rel]
             if skip_unchanged and _rank(rel, rules) == 0 and stored.get(dest) == size:
                 continue
@@ -341,7 +185,7 @@ class Storage(abc.ABC):
             if progress is not None:
                 progress(dest, size)
         if prune:
-            keep = {_join(prefix, rel) for rel in files}
+            keep = {join_rel(prefix, rel) for rel in files}
             for dest in sorted(set(stored) - keep, key=lambda p: -_rank(p, rules)):
                 self.delete(dest)       # index files of dropped versions first, then their data
         return done
@@ -354,7 +198,7 @@ class Storage(abc.ABC):
         written, and is in the second listing. A data file deleted between listing and fetching
         (pruned by a writer meanwhile) is skipped.
         """
-        prefix = _clean_rel(prefix, allow_empty=True)
+        prefix = clean_rel(prefix, allow_empty=True)
         rules = (last,) if isinstance(last, str) else tuple(last)
         os.makedirs(local_dir, exist_ok=True)
         fetched: list[str] = []
@@ -388,113 +232,7 @@ def _rank(rel: str, rules: tuple[str, ...]) -> int:
     return 0
 
 
-def _join(prefix: str, rel: str) -> str:
-    return f"{prefix}/{rel}" if prefix and rel else prefix or rel
-
-
-def _local_files(root: str) -> dict[str, int]:
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            if name.startswith(_TMP_PREFIX):
-                continue
-            full = os.path.join(dirpath, name)
-            try:
-                size = os.stat(full).st_size
-            except FileNotFoundError:       # removed while we walked
-                continue
-            out[os.path.relpath(full, root).replace(os.sep, "/")] = size
-    return out
-
-
-class _Limited(io.RawIOBase):
-    """At most ``n`` bytes of ``f``: a file still growing (a log) is sent as it was when measured."""
-
-    def __init__(self, f: BinaryIO, n: int):
-        self._f, self._left = f, n
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        data = self._f.read(self._left if size is None or size < 0 else min(size, self._left))
-        self._left -= len(data)
-        return data
-
-
 # ------------------------------------------------------------------------------- local / shared
-
-def write_atomic(dest: str, src: BinaryIO, length: int | None = None, chunk: int = 1 << 20) -> int:
-    """Stream ``src`` (``length`` bytes, or to its end) into ``dest`` through a temporary file in
-    the same directory and ``os.replace``. Parents are created. Returns the bytes written; a short
-    ``src`` raises StorageError and leaves ``dest`` as it was. Shared with the driver's file service.
-    """
-    parent = os.path.dirname(dest) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f"{_TMP_PREFIX}{secrets.token_hex(6)}-{os.path.basename(dest)}")
-    written = 0
-    try:
-        with open(tmp, "wb") as out:
-            while length is None or written < length:
-                data = src.read(chunk if length is None else min(chunk, length - written))
-                if not data:
-                    break
-                out.write(data)
-                written += len(data)
-        if length is not None and written != length:
-            raise StorageError(f"writing {dest}: the data ended after {written} of {length} bytes")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return written
-
-
-def append_local(dest: str, src: BinaryIO, length: int, offset: int | None) -> tuple[bool, int]:
-    """Append ``length`` bytes of ``src`` to ``dest`` if it holds exactly ``offset`` bytes (any size
-    when ``offset`` is None). Returns ``(appended, size after)``. Shared with the driver's service."""
-    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    with open(dest, "ab") as out:
-        size = out.seek(0, os.SEEK_END)
-        if offset is not None and size != offset:
-            return False, size
-        left = length
-        while left > 0:
-            data = src.read(min(1 << 20, left))
-            if not data:
-                # Keep the file as it was: a half-appended record would duplicate on the retry.
-                out.truncate(size)
-                raise StorageError(f"appending to {dest}: the data ended after {length - left} of "
-                                   f"{length} bytes")
-            out.write(data)
-            left -= len(data)
-        return True, size + length
-
-
-def list_local(root: str, prefix: str = "") -> dict[str, int]:
-    """Files below ``root/prefix``: path relative to ``root`` -> size. Shared with the service."""
-    base = os.path.join(root, *prefix.split("/")) if prefix else root
-    if os.path.isfile(base):
-        return {prefix: os.stat(base).st_size}
-    return {_join(prefix, rel): size for rel, size in _local_files(base).items()} if os.path.isdir(base) else {}
-
-
-def delete_tree_local(path: str, keep_root: bool) -> None:
-    if not os.path.lexists(path):
-        return
-    if os.path.islink(path) or not os.path.isdir(path):
-        os.unlink(path)
-    elif keep_root:
-        for name in os.listdir(path):
-            delete_tree_local(os.path.join(path, name), keep_root=False)
-    else:
-        shutil.rmtree(path)
-
 
 class LocalStorage(Storage):
     """A directory this process can see: a local location on the driver's host, or a shared mount."""
@@ -509,7 +247,7 @@ class LocalStorage(Storage):
         return f"LocalStorage({self.location.uri!r})"
 
     def _path(self, path: str, allow_empty: bool = False) -> str:
-        rel = _clean_rel(path, allow_empty)
+        rel = clean_rel(path, allow_empty)
         return os.path.join(self.root, *rel.split("/")) if rel else self.root
 
     def _fail(self, op: str, path: str, exc: BaseException) -> StorageError:
@@ -523,7 +261,7 @@ class LocalStorage(Storage):
             if os.path.exists(dest) and os.path.samefile(local_path, dest):
                 return              # the caller wrote it in place already
             with open(local_path, "rb") as src:
-                write_atomic(dest, _Limited(src, os.fstat(src.fileno()).st_size),
+                write_atomic(dest, LimitedReader(src, os.fstat(src.fileno()).st_size),
                              os.fstat(src.fileno()).st_size)
         except OSError as exc:
             raise self._fail(f"storing {local_path} as", path, exc) from exc
@@ -583,7 +321,7 @@ class LocalStorage(Storage):
 
     def list(self, prefix: str = "") -> dict[str, int]:
         try:
-            return list_local(self.root, _clean_rel(prefix, allow_empty=True))
+            return list_local(self.root, clean_rel(prefix, allow_empty=True))
         except OSError as exc:
             raise self._fail("listing", prefix, exc) from exc
 
@@ -600,7 +338,7 @@ class LocalStorage(Storage):
 
     def delete_tree(self, prefix: str = "") -> None:
         try:
-            delete_tree_local(self._path(prefix, allow_empty=True), keep_root=not _clean_rel(prefix, True))
+            delete_tree_local(self._path(prefix, allow_empty=True), keep_root=not clean_rel(prefix, True))
         except OSError as exc:
             raise self._fail("deleting the tree", prefix, exc) from exc
 
@@ -667,7 +405,7 @@ class RemoteStorage(Storage):
         return f"RemoteStorage({self.location.uri!r})"
 
     def _path(self, path: str, allow_empty: bool = False) -> str:
-        rel = _clean_rel(path, allow_empty)
+        rel = clean_rel(path, allow_empty)
         return f"{self.base}/{rel}" if rel else self.base
 
     def _fail(self, op: str, path: str, exc: BaseException) -> StorageError:
@@ -683,7 +421,7 @@ class RemoteStorage(Storage):
         if self._rename_into_place:
             parent = posixpath.dirname(full)
             self.fs.create_dir(parent, recursive=True)
-            target = f"{parent}/{_TMP_PREFIX}{secrets.token_hex(6)}-{posixpath.basename(full)}"
+            target = f"{parent}/{TMP_PREFIX}{secrets.token_hex(6)}-{posixpath.basename(full)}"
         out = self.fs.open_output_stream(target)
         written = 0
         try:
@@ -769,7 +507,7 @@ class RemoteStorage(Storage):
         cut = len(self.base) + 1 if self.base else 0
         return {info.path[cut:]: info.size for info in infos
                 if info.type == pafs.FileType.File
-                and not posixpath.basename(info.path).startswith(_TMP_PREFIX)}
+                and not posixpath.basename(info.path).startswith(TMP_PREFIX)}
 
     def exists(self, path: str) -> bool:
         import pyarrow.fs as pafs
@@ -788,7 +526,7 @@ class RemoteStorage(Storage):
             raise self._fail("deleting", path, exc) from exc
 
     def delete_tree(self, prefix: str = "") -> None:
-        rel = _clean_rel(prefix, allow_empty=True)
+        rel = clean_rel(prefix, allow_empty=True)
         try:
             if rel or "/" in self.base:
                 self.fs.delete_dir(self._path(rel, allow_empty=True))
@@ -868,7 +606,7 @@ def check_location(loc: Location | str, what: str = "--checkpoint-dir", timeout:
 
 def _probe_local(path: str) -> None:
     os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f"{_TMP_PREFIX}probe-{secrets.token_hex(4)}")
+    probe = os.path.join(path, f"{TMP_PREFIX}probe-{secrets.token_hex(4)}")
     with open(probe, "wb") as f:
         f.write(b"ok")
     os.unlink(probe)
@@ -890,7 +628,7 @@ def _probe_remote(location: Location, fs, base: str) -> None:
     # Azure: no container lookup. With credentials that fail, pyarrow 26.0.1's
     # get_file_info("<container>") lets the SDK's AuthenticationException escape as a C++
     # exception and aborts the whole process; the write below reports the same failures as errors.
-    probe = f"{base}/{_TMP_PREFIX}probe-{secrets.token_hex(4)}"
+    probe = f"{base}/{TMP_PREFIX}probe-{secrets.token_hex(4)}"
     with fs.open_output_stream(probe) as out:
         out.write(b"ok")
     fs.delete_file(probe)

@@ -7,7 +7,6 @@ run the training process in attempts), the training process (``strategy``, ``dir
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import ClassVar
 

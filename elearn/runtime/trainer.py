@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 
-from elearn.jsonlines import append_record, write_json
+from elearn.jsonlines import write_json
 from elearn.procs import exit_when_parent_goes
 from elearn.restart import EXIT_NOT_RETRYABLE, classify
 
