@@ -198,7 +198,13 @@ def test_sweep_removes_a_crashed_cluster_and_spares_a_live_one():
     owner.wait()
     live = None
     try:
+        # Polled: the sleep may still be exec'ing (nsenter becoming sleep), and a process mid-exec
+        # shows no environment for a moment (1 run in 46 read only the two holders).
+        deadline = time.monotonic() + 10
         crashed_pids = _pids_with_env(CLUSTER_ENV, crashed_id)
+        while len(crashed_pids) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            crashed_pids = _pids_with_env(CLUSTER_ENV, crashed_id)
         # Two holders and the sleep; the message tells a process that died from one not found.
         assert len(crashed_pids) >= 3, (
             f"cluster {crashed_id}: by env marker {crashed_pids}, by namespace "
