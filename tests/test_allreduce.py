@@ -34,6 +34,7 @@ def check_trained(run, out, keras):
     return s
 
 
+@pytest.mark.slow
 def test_tf_keras_classifier_survives_a_frozen_worker_that_stops_heart_beating(pl_submit, tmp_path):
     """tf_keras on two workers; worker 1's TF process freezes (SIGSTOP: no exit, no heartbeat)
     in epoch 2 of 4. The group is restarted after --heartbeat-timeout and fit resumes."""
@@ -72,6 +73,7 @@ def test_keras3_classifier_survives_a_killed_worker_and_resumes_from_the_last_ep
     assert last and "loss=" in last[-1] and "accuracy=" in last[-1] and s["steps"] == 164
 
 
+@pytest.mark.slow
 def test_exhausted_restarts_fail_with_the_workers_last_errors(pl_submit, tmp_path):
     # Nothing fed (pre_train returns None): the barrier stage runs over spark.range(2).
     # Worker 1's process is killed in every attempt: a lost process is retried, until none is left.
@@ -87,6 +89,7 @@ def test_exhausted_restarts_fail_with_the_workers_last_errors(pl_submit, tmp_pat
     ("allreduce_nofeed.py", ["--arg", "fail_worker=1"], "ValueError: worker 1 cannot train: bad shard on purpose"),
     ("import_fails_on_workers.py", [], "No module named 'a_module_the_workers_do_not_have'"),
 ])
+@pytest.mark.slow
 def test_errors_in_the_jobs_own_code_are_not_retried(pl_submit, job_file, args, error):
     """Another attempt would fail the same way: the group stops at once, with the traceback."""
     t0 = time.monotonic()

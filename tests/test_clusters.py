@@ -27,6 +27,8 @@ from envbuild import build_runtime_venv
 
 from elearn.procs import free_port
 
+pytestmark = pytest.mark.slow
+
 TRUE_W = [2.0, -3.0, 0.5, 1.5]
 SPARK_HOME = os.path.dirname(pyspark.__file__)
 

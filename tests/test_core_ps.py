@@ -87,6 +87,7 @@ def assert_znodes_gone(zk_hosts: str, app_id: str) -> None:
         client.stop()
 
 
+@pytest.mark.slow
 def test_train_raising_fails_with_traceback_and_cleans_up(pl_submit, tmp_path, external_zk):
     marker = tmp_path / "marker.jsonl"
     run = pl_submit(job("raises.py"), "--ps", 1, "--workers", 1, "--arg", f"marker={marker}",
@@ -98,6 +99,7 @@ def test_train_raising_fails_with_traceback_and_cleans_up(pl_submit, tmp_path, e
     assert_znodes_gone(external_zk, "raises-test")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_everything_and_runs_shutdown_once(tmp_path, sig, external_zk):
     started, marker = tmp_path / "started.jsonl", tmp_path / "marker.jsonl"
@@ -159,6 +161,7 @@ def test_unreachable_zookeeper_fails_fast_naming_the_address(pl_submit):
     assert time.monotonic() - t0 < 45  # the connection timeout (15 s) plus start-up, not a hang
 
 
+@pytest.mark.slow
 def test_long_feature_engineering_is_not_mistaken_for_missing_nodes(pl_submit, tmp_path):
     """Worker tasks start only after the features are computed; that wait is shown, not timed out."""
     out = tmp_path / "out.jsonl"

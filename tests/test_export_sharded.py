@@ -11,7 +11,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import job
+
+pytestmark = pytest.mark.slow
 
 VOCAB, DIM = 1000, 8
 PROBE_IDS = [0, 1, 499, 500, 501, 998, 999]

@@ -2,7 +2,10 @@
 import os
 from collections import Counter
 
+import pytest
 from conftest import job, lines
+
+pytestmark = pytest.mark.slow
 
 
 def test_ps_workers_read_each_row_once_per_epoch_fit_validates_and_failed_run_removes_spools(

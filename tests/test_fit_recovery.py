@@ -10,6 +10,8 @@ import time
 import pytest
 from conftest import assert_no_orphans, finish, job, lines, start_pl_submit, tagged_pids
 
+pytestmark = pytest.mark.slow
+
 ROWS, BATCH, EPOCHS = 8000, 50, 12
 ACCURACY = 0.93
 

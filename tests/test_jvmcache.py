@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 START = r"""
 import json, os, sys
 from pyspark import SparkContext

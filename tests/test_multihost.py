@@ -164,9 +164,42 @@ def test_fm_example_with_two_ps_from_a_folder_only_the_edge_has(cluster, tmp_pat
                                    "--arg", f"out={out}", *master(cluster)], str(tmp_path / "home"), timeout=1200)
     assert run.returncode == 0, run.output[-4000:]
     got = {e["event"]: e for e in map(json.loads, out.read_text().splitlines())}
+    assert got["train"]["rows"] == 1369 and got["train"]["mode"] == "ps"
+    # 1 KiB shards: the 30 x 16 user table is listed as its parts, one on each PS, 30 rows together.
+    parts = [s for v in got["train"]["placement"] if v["name"].startswith("user_idx_embedding")
+             for s in v["shards"]]
+    assert {s["device"] for s in parts} == {"/job:ps/replica:0/task:0/device:CPU:0",
+                                            "/job:ps/replica:0/task:1/device:CPU:0"}
+    assert len(parts) == 2 and sum(s["shape"][0] for s in parts) == 30
     evaluation = got["evaluation"]
     assert 0 < evaluation["elearn FM"] < 1.5 * evaluation["global mean"], evaluation
     assert "validation RMSE on 132 ratings" in run.stdout
+
+
+def test_nodes_that_cannot_reach_zookeeper_fail_naming_the_address(cluster, tmp_path):
+    """--zk 127.0.0.1:PORT reaches a ZooKeeper on the edge from the driver, and nothing from the
+    worker hosts: the nodes fail within the register timeout naming the address they tried."""
+    port = 2281
+    zk = cluster.edge.popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from elearn.zookeeper import EmbeddedZooKeeper
+        EmbeddedZooKeeper("/tmp/zk-unreachable", port={port}).start()
+        print("up", flush=True)
+        time.sleep(3600)
+    """)], env={"PYTHONPATH": ROOT}, stdout=open(tmp_path / "zk.log", "wb"))
+    try:
+        wait_for(lambda: cluster.edge.can_connect("127.0.0.1", port), 120, "ZooKeeper on the edge")
+        t0 = time.monotonic()
+        run = submit_on(cluster.edge, [job("linear_fit.py"), "--ps", 1, "--workers", 1, "--app-name", "mh-zk",
+                                       "--zk", f"127.0.0.1:{port}", "--master", cluster.master_url,
+                                       "--register-timeout", 30], str(tmp_path / "home"), timeout=600)
+        took = time.monotonic() - t0
+    finally:
+        os.killpg(zk.pid, signal.SIGKILL)
+        zk.wait(30)
+    assert run.returncode == 1, run.output[-4000:]
+    assert f"cannot reach ZooKeeper at '127.0.0.1:{port}'" in run.stderr, run.output[-4000:]
+    assert took < 30 + 90, f"took {took:.0f}s"
 
 
 # -- faults -------------------------------------------------------------------------------------
@@ -247,8 +280,14 @@ def test_ps_mode_on_s3_resumes_after_a_ps_loss_and_predict_scores_from_s3(cluste
     run.finish(900)
     assert run.returncode == 0, run.output[-4000:]
     assert_learned(files)
+    assert "restart 1/3: ps:0" in run.stdout
     starts = [r for r in read(files["progress"]) if "start" in r]
-    assert starts[-1]["start"] > 0 and starts[-1]["restored"], starts
+    assert len(starts) == 2 and starts[-1]["start"] > 0 and starts[-1]["restored"], starts
+    with open(os.path.join(run.app_dir("mh-s3"), "summary.json")) as f:
+        restarts = json.load(f)["restarts"]
+    assert restarts["total"] == 1 and restarts["by_cause"] == {"ps:0": 1}, restarts
+    # Steps trained again past the restored checkpoint: fewer than a save interval and a round.
+    assert 0 <= restarts["steps_lost"] < 40 + 20, restarts
     assert "saved_model.pb" in s3.listing("s3://elearn/ps/model")
     # Scoring on the cluster's executors, with the model fetched from S3 by each of them.
     scored = s3.run_python(textwrap.dedent(f'''
@@ -270,16 +309,29 @@ def test_ps_mode_on_s3_resumes_after_a_ps_loss_and_predict_scores_from_s3(cluste
         assert abs(prediction - (sum(a * w for a, w in zip(x, TRUE_W)) + 1.0)) < 0.3
 
 
-def test_allreduce_mode_keeps_checkpoints_and_model_in_s3(cluster, s3, tmp_path):
+def test_allreduce_mode_keeps_checkpoints_and_the_application_in_s3_and_the_model_on_a_mount(cluster, s3, tmp_path):
+    """Checkpoints in S3; with --work-dir on S3 the application too (summary, events, every node's
+    log, the chief's TensorBoard events), so it can be read without the edge; the model written in
+    place on a file:// mount by the chief, which runs on a worker host."""
+    shared = cluster.shared_dir
     run = submit_on(cluster.edge, [job("allreduce_classifier.py"), "--workers", 2, "--app-name", "mh-s3ar",
-                                   "--arg", "rows=4001", "--arg", "epochs=2",
-                                   "--checkpoint-dir", "s3://elearn/ar/ckpt", "--model-dir", "s3://elearn/ar/model",
+                                   "--arg", "rows=4001", "--arg", "epochs=2", "--arg", "tensorboard=1",
+                                   "--checkpoint-dir", "s3://elearn/ar/ckpt", "--model-dir", f"file://{shared}/ar-model",
+                                   "--work-dir", "s3://elearn/ar/work",
                                    *s3.executor_conf(), *master(cluster)], str(tmp_path / "home"), env=s3.env())
     assert run.returncode == 0, run.output[-4000:]
     stored = s3.listing("s3://elearn/ar/ckpt")
     assert "fit-0/checkpoint" in stored and any(k.startswith("fit-0/ckpt-") for k in stored), stored
-    assert "saved_model.pb" in s3.listing("s3://elearn/ar/model")
-    assert "model: s3://elearn/ar/model" in run.stdout
+    assert load_model(f"{shared}/ar-model") is not None
+    assert f"model: file://{shared}/ar-model" in run.stdout
+    app = s3.listing("s3://elearn/ar/work/mh-s3ar")
+    assert {"summary.json", "events.jsonl", "nodes/logs/worker-0.log", "nodes/logs/worker-1.log"} <= set(app), app
+    assert any(k.startswith("tensorboard/") and "tfevents" in k for k in app), app
+    assert not any(k.startswith("model/") for k in app), app
+    # The chief ran on another host; its events are on the edge too, for TensorBoard there.
+    local_events = [f for _, _, fs in os.walk(os.path.join(run.app_dir("mh-s3ar"), "tensorboard"))
+                    for f in fs if "tfevents" in f]
+    assert local_events
     with open(os.path.join(run.app_dir("mh-s3ar"), "summary.json")) as f:
         assert json.load(f)["metrics"]["accuracy"] > 0.9
 
@@ -306,20 +358,9 @@ def test_the_driver_killed_then_the_same_command_on_another_host_resumes_from_s3
     other = cluster.host("h3")
     second = submit_on(other, args, "/tmp/rerun-home", env=s3.env())
     assert second.returncode == 0, second.output[-4000:]
+    assert "resuming from checkpoint" in second.stdout
     starts = [r for r in lines_on(other, progress) if "start" in r]
     assert starts == [starts[0]] and starts[0]["start"] == saved > 0, (starts, saved)
     (out,) = lines_on(other, "/tmp/rerun-out.jsonl")
     for got, want in zip(out["w"], TRUE_W):
         assert abs(got - want) < 0.1, out
-
-
-def test_a_shared_file_url_is_written_in_place_by_every_host(cluster, tmp_path):
-    shared = cluster.shared_dir
-    run = submit_on(cluster.edge, [job("linear_fit.py"), "--ps", 1, "--workers", 1, "--app-name", "mh-nfs",
-                                   "--arg", "rows=4000", "--arg", "epochs=2",
-                                   "--checkpoint-dir", f"file://{shared}/ckpt", "--model-dir", f"file://{shared}/model",
-                                   *master(cluster)], str(tmp_path / "home"))
-    assert run.returncode == 0, run.output[-4000:]
-    assert load_model(f"{shared}/model") is not None
-    assert os.path.exists(f"{shared}/ckpt/fit-0/checkpoint")
-    assert not os.path.exists(os.path.join(run.app_dir("mh-nfs"), "model"))

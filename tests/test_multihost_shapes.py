@@ -51,10 +51,11 @@ def test_waiting_for_room_that_never_comes_is_registration_and_teardown_stays_sh
     """Four nodes for three 1-core hosts: the registration wait times out, names the shape that got
     no executor, and counts as ``register``; tearing down what did start takes seconds."""
     run = submit_on(cluster.edge, [job("linear_fit.py"), "--ps", 2, "--workers", 2, "--ps-memory", "1g",
-                                   "--master", cluster.master_url, "--register-timeout", 40,
+                                   "--master", cluster.master_url, "--register-timeout", 25,
                                    "--app-name", "mh-noroom"], str(tmp_path / "home"), timeout=600)
     assert run.returncode == 1
     assert "was granted" in run.stderr and "3 x (1 cores, 2048 MB)" in run.stderr, run.output[-3000:]
     with open(os.path.join(run.app_dir("mh-noroom"), "summary.json")) as f:
         phases = json.load(f)["phases"]
-    assert phases["register"] >= 40 and phases["teardown"] < 10, phases
+    print("phases after a failed registration:", phases)
+    assert phases["register"] >= 25 and phases["teardown"] < 10, phases

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import PL_SUBMIT, ROOT, assert_no_orphans, finish, job, lines, start_pl_submit
 
+pytestmark = pytest.mark.slow
+
 
 def wait_for_record(run, path, timeout, failure):
     """Poll until the job wrote its first record to ``path``, failing if pl_submit exits first."""

@@ -168,6 +168,7 @@ echo '{{"name": "gpu", "addresses": ["'$n'"]}}'
 """
 
 
+@pytest.mark.slow
 def test_each_gpu_worker_process_sees_the_device_spark_assigned_to_its_task(pl_submit, tmp_path):
     script = tmp_path / "gpus.sh"
     script.write_text(GPU_DISCOVERY.format(counter=tmp_path / "gpu-counter"))

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import JOBS, ROOT, assert_no_orphans, lines
 
 TRUE_W, TRUE_B = [2.0, -3.0, 0.5, 1.5], 1.0
@@ -50,6 +51,7 @@ def submit_in_python(tmp_path, script: str) -> dict:
     return json.loads(found[0][len("RESULT"):])
 
 
+@pytest.mark.slow
 def test_submit_from_a_non_main_thread_reports_the_users_error(tmp_path):
     marker = tmp_path / "marker.jsonl"
     result = submit_in_python(tmp_path, FAILING.format(jobs=JOBS, marker=str(marker)))
@@ -61,6 +63,7 @@ def test_submit_from_a_non_main_thread_reports_the_users_error(tmp_path):
         assert json.load(f)["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_submit_runs_a_custom_loop_job_instance_to_the_true_weights(tmp_path):
     out, marker = tmp_path / "out.jsonl", tmp_path / "marker.jsonl"
     result = submit_in_python(tmp_path, CUSTOM_LOOP.format(jobs=JOBS, out=str(out), marker=str(marker)))

@@ -3,7 +3,8 @@
 Args: ``keras`` (``keras`` or ``tf_keras``), ``epochs``, ``rows``, ``out`` (JSON lines: the
 chief's accuracy on held-out rows), ``epochs_file`` (JSON lines: each epoch the chief begins),
 ``kill_at`` (``"EPOCH:BATCH"``: worker 1's TF process SIGKILLs itself there, once, marked by the
-file ``kill_marker``), ``freeze_at`` (the same, but SIGSTOP: the process hangs, heartbeat and
+file ``kill_marker``), ``tensorboard`` (any value: the chief writes TensorBoard events to
+``ctx.log_dir``), ``freeze_at`` (the same, but SIGSTOP: the process hangs, heartbeat and
 all), ``fail_worker`` (that worker's train raises, every attempt).
 """
 import importlib
@@ -48,6 +49,8 @@ class AllreduceClassifier(SparkTFJob):
         callbacks = [ctx.backup_callback(keras), Progress(keras, ctx, self.args)]
         if keras is ctx.keras:  # elearn's progress lines are a callback of ctx.keras
             callbacks.append(ctx.progress_callback(every_seconds=60, batch_size=batch))
+        if self.args.get("tensorboard"):
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=ctx.log_dir))
         model.fit(ctx.dataset(label="label", batch_size=batch), epochs=int(self.args.get("epochs", 4)),
                   steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0, callbacks=callbacks)
         test = np.random.default_rng(7).uniform(-1, 1, (2000, N_FEATURES)).astype(np.float32)
