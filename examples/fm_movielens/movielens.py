@@ -69,8 +69,11 @@ def _typed_ratings(df: DataFrame) -> DataFrame:
 
 
 def _year_from_title(title):
-    # Titles end in "(1995)"; some ml-latest ones have trailing spaces or no year.
-    return F.regexp_extract(F.trim(title), r"\((\d{4})\)$", 1).try_cast("int")
+    # Titles end in "(1995)"; some ml-latest ones have trailing spaces or no year. Four digits
+    # always cast; no match is "", which becomes null here rather than through Column.try_cast
+    # (Spark 4.0+; a plain cast of "" fails under Spark 4's ANSI mode).
+    year = F.regexp_extract(F.trim(title), r"\((\d{4})\)$", 1)
+    return F.when(year != "", year.cast("int"))
 
 
 def read_movielens(spark: SparkSession, path: str):
