@@ -48,11 +48,13 @@ def describe(pids) -> str:
     return "\n".join(out)
 
 
-def assert_no_orphans(tag: str, timeout: float = 30.0) -> None:
-    """Every process carrying ``tag`` is gone within ``timeout`` (polled, not slept)."""
+def assert_no_orphans(tag: str, timeout: float = 30.0, only: tuple[bytes, ...] = ()) -> None:
+    """Every process carrying ``tag`` is gone within ``timeout`` (polled, not slept). With
+    ``only``, just those whose command line holds one of these words: elearn's processes where
+    the test's own ones (a notebook kernel, a Spark Connect server) rightly live on."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in tagged_pids(tag) if _not_zombie(p)]
+        alive = [p for p in tagged_pids(tag) if _not_zombie(p) and (not only or _runs(p, only))]
         if not alive:
             return
         if time.monotonic() > deadline:
@@ -64,6 +66,15 @@ def assert_no_orphans(tag: str, timeout: float = 30.0) -> None:
                     pass
             raise AssertionError(f"processes left running after pl_submit exited:\n{text}")
         time.sleep(0.2)
+
+
+def _runs(pid: int, words: tuple[bytes, ...]) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return any(w in cmd for w in words)
 
 
 def _not_zombie(pid: int) -> bool:

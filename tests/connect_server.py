@@ -14,12 +14,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pyspark
 
 from elearn.procs import free_port, popen_child, stop_process
+from elearn.waits import wait_until
 
 
 def missing() -> str | None:
@@ -59,18 +59,22 @@ class ConnectServer:
         with open(self.log_path, "ab") as log:
             self.proc = popen_child(argv + ["spark-internal"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:  # until it takes connections, with a deadline
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the Spark Connect server exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"no Spark Connect server on port {self.port} after {timeout:.0f}s")
-                time.sleep(0.3)
+        try:
+            wait_until(self._listening, timeout, interval=0.3, on_timeout=lambda: RuntimeError(
+                f"no Spark Connect server on port {self.port} after {timeout:.0f}s; see {self.log_path}"))
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the Spark Connect server exited ({self.proc.returncode}); see {self.log_path}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc is not None:

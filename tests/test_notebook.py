@@ -9,7 +9,7 @@ import uuid
 
 import pyspark
 
-from conftest import JOBS, ROOT, assert_no_orphans, lines, tagged_pids
+from conftest import JOBS, ROOT, assert_no_orphans, lines
 
 SESSION = """
 import sys
@@ -86,24 +86,9 @@ def test_submit_on_the_notebooks_own_session_in_both_modes_and_interrupted(tmp_p
         status, text = run(AFTER)
         assert status == "ok" and "ALIVE 5 1000 local[4]" in text, text[-3000:]
         # Only the notebook's own processes are left: its kernel and its session's JVM.
-        deadline = time.monotonic() + 60
-        while _elearn_processes(tag):
-            assert time.monotonic() < deadline, f"left running: {_elearn_processes(tag)}"
-            time.sleep(0.5)
+        assert_no_orphans(tag, timeout=60, only=(b"elearn.runtime", b"ZooKeeperServerMain", b"moto"))
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=False)
     assert_no_orphans(tag)
 
-
-def _elearn_processes(tag):
-    found = []
-    for pid in tagged_pids(tag):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if b"elearn.runtime" in cmd or b"ZooKeeperServerMain" in cmd or b"moto" in cmd:
-            found.append(pid)
-    return found
