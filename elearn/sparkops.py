@@ -138,8 +138,7 @@ class SparkOps:
     # -- node jobs ----------------------------------------------------------------------------------
     def can_shape(self) -> bool:
         """Whether a node job can run in a ResourceProfile of its own (see ``map_in_arrow``)."""
-        frame = self.spark.range(0)  # lazy: no job, no round trip
-        return "profile" in inspect.signature(frame.mapInArrow).parameters or not self.remote
+        return _takes_profile(self.spark.range(0)) or not self.remote  # range: lazy, no round trip
 
     def map_in_arrow(self, frame, task, schema, barrier: bool, profile=None) -> list:
         """``frame.mapInArrow(task, schema, barrier=barrier)`` collected, its stage in ``profile``.
@@ -150,7 +149,7 @@ class SparkOps:
         """
         if profile is None:
             return frame.mapInArrow(task, schema, barrier=barrier).collect()
-        if "profile" in inspect.signature(frame.mapInArrow).parameters:
+        if _takes_profile(frame):
             return frame.mapInArrow(task, schema, barrier=barrier, profile=profile).collect()
         return frame.mapInArrow(task, schema, barrier=barrier).rdd.withResources(profile).collect()
 
@@ -196,3 +195,8 @@ class SparkOps:
             except Exception:
                 pass
             self._handler = None
+
+
+def _takes_profile(frame) -> bool:
+    """Whether ``frame.mapInArrow`` takes ``profile=`` (Spark 4.0+, classic and Connect alike)."""
+    return "profile" in inspect.signature(frame.mapInArrow).parameters

@@ -2,8 +2,9 @@
 
 Without ``--zk`` elearn starts a real ZooKeeper from the jar that pyspark ships (3.6 with pyspark
 3.5, 3.9 with 4.x: the same command line serves both), on a free port of every interface (nodes on
-other hosts connect at the driver's address; ``hosts`` is the driver's own view), and stops it at exit. Four-letter words are off in that build, so liveness is checked by
-connecting a kazoo client, not with ``ruok``.
+other hosts connect at the driver's address; ``hosts`` is the driver's own view), and stops it at
+exit. Four-letter words are off in that build, so liveness is checked by connecting a kazoo
+client, not with ``ruok``.
 """
 from __future__ import annotations
 
