@@ -76,6 +76,10 @@ def run_on_edge(cluster, jvm_cache: str, extra: list) -> dict:
         return _times(out, t0, t_exit, run.output)
 
 
+def _shown(times: dict) -> str:
+    return ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -106,16 +110,15 @@ def main():
             variants["Spark Connect"] = lambda: run_here(jvm_cache, ["--remote", server.url])
 
         cold = run_here(jvm_cache, [])
-        print("cold run (local): " + ", ".join(f"{k} {v:.1f}s" for k, v in cold.items()), flush=True)
+        print(f"cold run (local): {_shown(cold)}", flush=True)
         runs = {name: [] for name in variants}
         for i in range(args.runs):
             for name, run in variants.items():
                 runs[name].append(run())
-                print(f"round {i + 1} {name}: " + ", ".join(f"{k} {v:.1f}s" for k, v in runs[name][-1].items()),
-                      flush=True)
+                print(f"round {i + 1} {name}: {_shown(runs[name][-1])}", flush=True)
     med = {name: {k: statistics.median(r[k] for r in rs) for k in TARGETS} for name, rs in runs.items()}
     print(f"\ncold local run: first step {cold['first step']:.1f} s, teardown {cold['teardown']:.1f} s\n")
-    print(f"| variant | measure | runs (s) | median s | vs local | target s | median / target |")
+    print("| variant | measure | runs (s) | median s | vs local | target s | median / target |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for name, rs in runs.items():
         for key, target in TARGETS.items():

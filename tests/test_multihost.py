@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -180,13 +181,13 @@ def test_nodes_that_cannot_reach_zookeeper_fail_naming_the_address(cluster, tmp_
     """--zk 127.0.0.1:PORT reaches a ZooKeeper on the edge from the driver, and nothing from the
     worker hosts: the nodes fail within the register timeout naming the address they tried."""
     port = 2281
-    zk = cluster.edge.popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from elearn.zookeeper import EmbeddedZooKeeper
-        EmbeddedZooKeeper("/tmp/zk-unreachable", port={port}).start()
-        print("up", flush=True)
-        time.sleep(3600)
-    """)], env={"PYTHONPATH": ROOT}, stdout=open(tmp_path / "zk.log", "wb"))
+    with open(tmp_path / "zk.log", "wb") as log:
+        zk = cluster.edge.popen([sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from elearn.zookeeper import EmbeddedZooKeeper
+            EmbeddedZooKeeper("/tmp/zk-unreachable", port={port}).start()
+            time.sleep(3600)
+        """)], env={"PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: cluster.edge.can_connect("127.0.0.1", port), 120, "ZooKeeper on the edge")
         t0 = time.monotonic()

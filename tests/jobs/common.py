@@ -17,6 +17,16 @@ def linear_frame(spark, rows=20000, partitions=4):
     return df.withColumn("y", (y + F.randn(seed=99) * 0.01).cast("float")).drop("id")
 
 
+def linear_model(keras, **compile_args):
+    """``y = w . x + b`` over FEATURES as a Keras model (its Dense layer is named "linear"),
+    compiled with Adam(0.05) and MSE; build it under ``ctx.strategy.scope()``."""
+    inputs = {f: keras.Input(shape=(), name=f) for f in FEATURES}
+    x = keras.layers.Concatenate()([keras.layers.Reshape((1,))(inputs[f]) for f in FEATURES])
+    model = keras.Model(inputs, keras.layers.Dense(1, name="linear")(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", **compile_args)
+    return model
+
+
 def record(args, key, payload):
     """Append a JSON line to the file named by ``args[key]`` (if the test gave one)."""
     path = args.get(key)

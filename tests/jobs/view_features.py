@@ -1,5 +1,5 @@
 """Features from a temp view the user registered on their own session before submitting."""
-from common import FEATURES, record
+from common import linear_model, record
 
 from elearn import SparkTFJob
 
@@ -9,12 +9,8 @@ class ViewFeatures(SparkTFJob):
         return spark.table(self.args["view"])
 
     def train(self, ctx):
-        keras = ctx.keras
         with ctx.strategy.scope():
-            inputs = {f: keras.Input(shape=(), name=f) for f in FEATURES}
-            x = keras.layers.Concatenate()([keras.layers.Reshape((1,))(inputs[f]) for f in FEATURES])
-            model = keras.Model(inputs, keras.layers.Dense(1, name="linear")(x))
-            model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+            model = linear_model(ctx.keras)
         model.fit(ctx.dataset(label="y", batch_size=64), epochs=10, steps_per_epoch=ctx.steps_per_epoch(64),
                   verbose=0)
         kernel, _ = model.get_layer("linear").get_weights()
