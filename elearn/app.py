@@ -69,6 +69,7 @@ class Application:
         self.files = None             # the driver's file service, when nodes run on other hosts
         self.work_mirror = None       # copies the application directory to --work-dir's URI
         self.py_paths: tuple = ()     # --py-files, on the driver's disk
+        self.mount_marks: tuple = ()  # elearn.mounts.MountMark of each file:// location
         self.master = "local"
         self.threads: list[threading.Thread] = []
         self.timings: dict[str, float] = {}
@@ -184,11 +185,14 @@ class Application:
     def check_locations(self) -> None:
         """Every place the application writes to is writable, before Spark starts: a scheme this
         host cannot serve, a missing bucket or unreachable storage fails now, naming the fix."""
+        from elearn.mounts import leave_mark
         from elearn.storage import check_location
 
         for flag, uri in (("--checkpoint-dir", self.checkpoint_dir), ("--model-dir", self.model_dir),
                           ("--work-dir", self.work_copy.uri if self.work_copy else self.dir)):
-            check_location(uri, flag)
+            location = check_location(uri, flag)
+            if location.kind == "shared":  # the nodes check they see this very directory
+                self.mount_marks += (leave_mark(flag, location, self.id),)
 
     def start_zookeeper(self) -> None:
         self.zk_auth, acl = app_credentials(os.path.join(self.dir, "zk-secret"))
@@ -256,7 +260,9 @@ class Application:
                         node_dir=node_dir, same_host=self.single_host, backend=self.backend, plan=plan,
                         register_timeout=self.opts.register_timeout, feed_timeout=self.opts.feed_timeout,
                         max_restarts=self.opts.max_restarts, tf_log=self.opts.tf_log,
-                        files=self.files_endpoint, app_dir=self.dir, train=train)
+                        files=self.files_endpoint, app_dir=self.dir, train=train,
+                        # Only a node that writes the locations itself checks it sees them.
+                        mounts=self.mount_marks if train is not None and not self.single_host else ())
 
     def ship_code(self, job) -> None:
         """``--py-files`` and the job's own folder on every node's import path."""
@@ -480,6 +486,8 @@ class Application:
             os.remove(self.running_file)
         except OSError:
             pass
+        for mark in self.mount_marks:
+            mark.remove()
         spool = os.path.join(self.node_dir, "spool")
         shutil.rmtree(spool, ignore_errors=True)
         self.console.say(f"teardown done in {time.monotonic() - t0:.1f}s")

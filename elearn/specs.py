@@ -37,6 +37,7 @@ class NodeSpec:
     files: Any = None                # the driver's file service (DriverEndpoint); None: same host
     app_dir: str = ""                # the application's directory on the driver's host
     train: "TrainSpec | None" = None  # allreduce: what each worker's training process runs
+    mounts: tuple = ()               # elearn.mounts.MountMark: file:// places train writes directly
 
 
 @dataclass(frozen=True)

@@ -421,6 +421,26 @@ class SimHost:
     def link_up(self) -> None:
         _sh("ip", "link", "set", self.veth, "up")
 
+    def block(self, address: str) -> None:
+        """Refuse everything between this host and ``address``, as a firewall that rejects it: a
+        route of type prohibit, so connecting fails at once (EACCES) both ways (replies are
+        routed too). Other hosts, the edge among them, stay reachable."""
+        _sh("ip", "-n", self.netns, "route", "add", "prohibit", f"{address}/32")
+
+    def unblock(self, address: str) -> None:
+        _sh("ip", "-n", self.netns, "route", "del", "prohibit", f"{address}/32")
+
+    # -- mounts ----------------------------------------------------------------------------------
+
+    def hide(self, path: str) -> None:
+        """Cover ``path`` with an empty directory in this host only, as a host where a share is
+        not mounted sees its bare mountpoint (a fresh tmpfs in the host's mount namespace)."""
+        _sh("nsenter", f"--target={self.holder_pid}", "--mount", "--", "mount", "-t", "tmpfs",
+            "-o", "mode=1777", "elsim-unmounted", path)
+
+    def unhide(self, path: str) -> None:
+        _sh("nsenter", f"--target={self.holder_pid}", "--mount", "--", "umount", path)
+
     # -- processes -------------------------------------------------------------------------------
 
     @property

@@ -9,8 +9,10 @@ may be left on any host (``cluster.wait_quiet``), and the namespaces are gone af
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,6 +203,107 @@ def test_nodes_that_cannot_reach_zookeeper_fail_naming_the_address(cluster, tmp_
     assert run.returncode == 1, run.output[-4000:]
     assert f"cannot reach ZooKeeper at '127.0.0.1:{port}'" in run.stderr, run.output[-4000:]
     assert took < 30 + 90, f"took {took:.0f}s"
+
+
+def test_a_file_mount_missing_on_the_worker_hosts_is_refused_before_training(cluster, tmp_path):
+    """The shared directory stays mounted on the edge only (each worker host sees a bare, empty
+    directory there): the driver's own check passes, the nodes find no mark of the driver's, and
+    the job fails before any training, naming the host and the fix. Nothing lands on the hosts'
+    local disks and the driver's mark is removed."""
+    shared = cluster.shared_dir
+    workers = [h for h in cluster.all_hosts if h.is_worker]
+    for h in workers:
+        h.hide(shared)
+    try:
+        t0 = time.monotonic()
+        run = submit_on(cluster.edge, [job("allreduce_classifier.py"), "--workers", 2, "--app-name", "mh-nomount",
+                                       "--arg", "rows=400", "--arg", "epochs=1",
+                                       "--model-dir", f"file://{shared}/nomount-model", *master(cluster)],
+                        str(tmp_path / "home"), timeout=600)
+        took = time.monotonic() - t0
+        on_hosts = {h.name: os.listdir(h.path(shared)) for h in workers}
+    finally:
+        for h in workers:
+            h.unhide(shared)
+    assert run.returncode == 1, run.output[-4000:]
+    assert re.search(rf"--model-dir file://{re.escape(shared)}/nomount-model is not the driver's directory on host h\d: "
+                     r"the mark the driver left there \(\.elearn-mount-mh-nomount-model-dir-\w+\) is missing",
+                     run.stderr), run.output[-4000:]
+    assert "Mount it on h" in run.stderr and "s3://" in run.stderr, run.stderr[-2000:]
+    assert "training: train(ctx) runs" not in run.stdout
+    assert on_hosts == {h.name: [] for h in workers}, on_hosts   # nothing written on a local disk
+    assert os.listdir(f"{shared}/nomount-model") == []           # no model, and no mark left
+    assert took < 300, f"took {took:.0f}s"
+
+
+@contextlib.contextmanager
+def worker_hosts_isolated(cluster):
+    """No worker host reaches another (a firewall between them); all still reach the edge, where
+    the Spark master, the driver and ZooKeeper run."""
+    workers = [h for h in cluster.all_hosts if h.is_worker]
+    pairs = [(a, b) for a in workers for b in workers if a is not b]
+    for a, b in pairs:
+        a.block(b.address)
+    try:
+        yield
+    finally:
+        for a, b in pairs:
+            a.unblock(b.address)
+
+
+PEER = r"(worker[: ]\d) on (h\d) cannot reach (ps:0|worker \d) at (10\.[\d.]+:\d+) \((PermissionError|TimeoutError|OSError)"
+
+
+def assert_blocked_between_hosts(cluster, found):
+    """Each named failure is a worker host that could not reach another worker host."""
+    workers = {h.address for h in cluster.all_hosts if h.is_worker}
+    for who, host, peer, address, _ in found:
+        assert address.split(":")[0] in workers - {cluster.host(host).address}, (who, host, peer, address)
+
+
+def test_allreduce_workers_that_cannot_reach_each_other_fail_naming_who_and_where(cluster, tmp_path):
+    """Three workers on at least two hosts that cannot reach each other (ZooKeeper and the driver
+    they reach): every worker probes its peers' ports before TensorFlow starts, and the job fails
+    within the register timeout naming who cannot reach whom at which address."""
+    with worker_hosts_isolated(cluster):
+        t0 = time.monotonic()
+        run = submit_on(cluster.edge, [job("allreduce_nofeed.py"), "--workers", 3, "--app-name", "mh-noreach-ar",
+                                       "--master", cluster.master_url, "--register-timeout", 20],
+                        str(tmp_path / "home"), timeout=600)
+        took = time.monotonic() - t0
+    assert run.returncode == 1, run.output[-4000:]
+    assert "allreduce workers cannot reach each other's TF ports" in run.stderr, run.output[-4000:]
+    found = re.findall(PEER, run.stderr)
+    assert found, run.stderr[-3000:]
+    assert_blocked_between_hosts(cluster, found)
+    assert "allow TCP between the executors' hosts" in run.stderr
+    assert took < 240, f"took {took:.0f}s"
+
+
+def test_ps_workers_that_cannot_reach_the_parameter_server_fail_naming_it(cluster, tmp_path):
+    """One PS and four workers on three isolated hosts (at most one worker shares the PS's host):
+    the workers that cannot reach ps:0 say so before training, and the job fails naming them."""
+    code = tmp_path / "ps_nofeed.py"
+    code.write_text(textwrap.dedent("""
+        from elearn import SparkTFJob
+
+        class NoFeed(SparkTFJob):
+            def train(self, ctx):
+                raise AssertionError("train must not start on a cluster that cannot form")
+    """))
+    with worker_hosts_isolated(cluster):
+        t0 = time.monotonic()
+        run = submit_on(cluster.edge, [code, "--ps", 1, "--workers", 4, "--app-name", "mh-noreach-ps",
+                                       "--master", cluster.master_url, "--register-timeout", 20],
+                        str(tmp_path / "home"), timeout=600)
+        took = time.monotonic() - t0
+    assert run.returncode == 1, run.output[-4000:]
+    assert "the TF cluster cannot form" in run.stderr, run.output[-4000:]
+    found = re.findall(PEER, run.stderr)
+    assert found and {peer for _, _, peer, _, _ in found} == {"ps:0"}, run.stderr[-3000:]
+    assert_blocked_between_hosts(cluster, found)
+    assert "train must not start" not in run.output
+    assert took < 300, f"took {took:.0f}s"
 
 
 # -- faults -------------------------------------------------------------------------------------

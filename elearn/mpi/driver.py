@@ -15,6 +15,7 @@ from collections import Counter
 from elearn.errors import ClusterError
 from elearn.logtail import FollowedFile, relay, spark_error_message
 from elearn.mpi.group import GroupRestarts
+from elearn.peers import FIX
 from elearn.nodejobs import SparkJobThread, start_node_job, wait_for_nodes
 from elearn.waits import FOREVER, wait_until
 
@@ -101,6 +102,11 @@ def _failure(stats: list, max_restarts: int) -> ClusterError:
     errors = [e for s in stats for e in s.get("errors", [])]
     if any(s.get("aborted") for s in stats):
         return ClusterError("the allreduce workers were stopped before training finished")
+    blocked = {e["worker"]: e["reason"] for e in errors if e.get("unreachable")}  # every worker says it
+    if blocked:
+        return ClusterError("allreduce workers cannot reach each other's TF ports, so training did not "
+                            "start (not retried: another attempt would meet the same network):\n"
+                            + "\n".join(f"--- {blocked[w]}" for w in sorted(blocked)) + f"\n{FIX}.")
     # Workers stopped because a peer failed say so; the failures themselves come first.
     errors.sort(key=lambda e: bool(e.get("stopped")))
     shown, lines = set(), []

@@ -1,8 +1,10 @@
 """Allreduce mode on a worker's task: meet the group at the barrier, run the training process in attempts.
 
 After spooling, the tasks of the barrier stage exchange what they spooled (``allGather``). For every
-attempt each task picks a fresh port, the tasks exchange addresses (another ``allGather``), and each
-starts its training process (``elearn.runtime.trainer``) with a ``TF_CONFIG`` built from them. The
+attempt each task picks a fresh port, the tasks exchange addresses (another ``allGather``), check
+that they reach each other's ports (``elearn.peers``; one more ``allGather`` of the verdicts, so a
+blocked network fails every task alike, naming who cannot reach whom), and each starts its
+training process (``elearn.runtime.trainer``) with a ``TF_CONFIG`` built from them. The
 task watches its process, the process's heartbeat and the group's restart requests in ZooKeeper,
 and ends the attempt on the first of those; then all tasks gather the attempts' outcomes and,
 together, finish or start the next attempt. The Spark tasks stay alive across attempts: a failed
@@ -18,13 +20,15 @@ import json
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import time
 
 from elearn.jsonlines import read_json
 from elearn.logtail import tail
 from elearn.mpi.group import GroupRestarts
-from elearn.procs import describe_exit, free_port, stop_process
+from elearn.peers import PEER_TIMEOUT, describe, hold_port, unreachable
+from elearn.procs import describe_exit, stop_process
 from elearn.registry import acl_for
 from elearn.restart import EXIT_NOT_RETRYABLE
 from elearn.runtime.feedspec import FeedInfo
@@ -47,7 +51,12 @@ def serve(task: NodeTask) -> dict:
     try:
         number = 0
         while True:
-            peers = task.barrier.gather({"host": task.host, "port": free_port()})
+            with hold_port() as held:  # open for the peers' probes until TF takes it
+                peers = task.barrier.gather({"host": task.host, "port": held.getsockname()[1],
+                                             "hostname": socket.gethostname()})
+                blocked = _unreachable_peers(task, peers, number)
+            if blocked:
+                return {"ok": False, "errors": blocked, "attempts": attempts}
             mine = _run_attempt(task, restarts, Attempt(
                 index=task.index, number=number, feeds=feeds,
                 result=os.path.join(base, f"result-{number}.json"), staging=os.path.join(base, "staging"),
@@ -67,6 +76,17 @@ def serve(task: NodeTask) -> dict:
             task.update("restarting")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _unreachable_peers(task: NodeTask, peers: list, number: int) -> list:
+    """Every worker probes every other's port; all learn every verdict (one more gather), so all
+    fail alike: errors naming each worker that cannot reach a peer, or nothing."""
+    addresses = {f"worker {i}": f"{p['host']}:{p['port']}" for i, p in enumerate(peers)}
+    others = {name: a for name, a in addresses.items() if name != f"worker {task.index}"}
+    verdicts = task.barrier.gather(unreachable(others, min(task.spec.register_timeout, PEER_TIMEOUT)))
+    return [{"worker": i, "attempt": number, "unreachable": True,
+             "reason": f"worker {i} on {peers[i]['hostname']} cannot reach {describe(v, addresses)}"}
+            for i, v in enumerate(verdicts) if v]
 
 
 def _run_attempt(task: NodeTask, restarts: GroupRestarts, attempt: Attempt, peers: list) -> dict:

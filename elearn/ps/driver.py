@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -27,10 +28,12 @@ from elearn.errors import ClusterError, UserCodeError
 from elearn.jsonlines import read_json
 from elearn.logtail import spark_error_message, tail
 from elearn.nodejobs import start_node_job, wait_for_nodes
+from elearn.peers import FIX, PEER_TIMEOUT, describe, unreachable
 from elearn.procs import free_port, popen_child, stop_process
 from elearn.resources_profile import build_profiles
 from elearn.restart import RestartPolicy
 from elearn.runtime.feedspec import FeedInfo
+from elearn.ps.node import START_TIMEOUT
 from elearn.specs import Attempt
 from elearn.waits import wait_until
 
@@ -114,6 +117,10 @@ def _node_failure(reg, names) -> ClusterError:
     return ClusterError("TF process failed: " + "\n".join(parts))
 
 
+def _unreachable(lines: list) -> ClusterError:
+    return ClusterError("the TF cluster cannot form:\n" + "\n".join(f"--- {line}" for line in lines) + f"\n{FIX}.")
+
+
 def form_cluster(app, layout: _Nodes, generation: int = 0) -> dict:
     """Wait for every node, publish the cluster spec, wait for every TF server; returns the nodes."""
     reg, opts, say = app.registry, app.opts, app.console.say
@@ -169,11 +176,30 @@ def form_cluster(app, layout: _Nodes, generation: int = 0) -> dict:
         failed = _failed_nodes(reg)
         if failed:
             raise _node_failure(reg, failed)
-        return not _missing(reg, ps, workers, want_states={"running"}, generation=generation)
+        if _missing(reg, ps, workers, want_states={"running"}, generation=generation):
+            return False
+        checked = reg.nodes("worker")
+        if not all(n.get("reached") == generation for n in checked.values()):
+            return False  # every worker's verdict, to name them all
+        blocked = [f"worker:{i} on {n.get('hostname', '?')} cannot reach {n['cannot_reach']}"
+                   for i, n in sorted(checked.items()) if n.get("cannot_reach")]
+        if blocked:
+            raise _unreachable(blocked)
+        return True
 
-    wait_until(running, 180, interval=0.2, on_timeout=lambda: ClusterError(
-        "TF servers did not start within 180s: "
-        + ", ".join(_missing(reg, ps, workers, {"running"}, generation))))
+    def not_running():
+        missing = _missing(reg, ps, workers, {"running"}, generation)
+        unchecked = [f"worker:{i} (checking it reaches the parameter servers)"
+                     for i, n in sorted(reg.nodes("worker").items()) if n.get("reached") != generation]
+        return ClusterError(f"TF servers did not start within {limit:.0f}s: " + ", ".join(missing or unchecked))
+
+    limit = START_TIMEOUT + PEER_TIMEOUT + 30  # each TF server starts, then the workers probe the PS
+    wait_until(running, limit, interval=0.2, on_timeout=not_running)
+    addresses = {f"{role}:{i}": a for role in ("ps", "worker") for i, a in enumerate(spec[role])}
+    missed = unreachable(addresses, min(opts.register_timeout, PEER_TIMEOUT))  # the coordinator's host
+    if missed:
+        raise _unreachable([f"the driver's host {socket.gethostname()}, where the coordinator runs, "
+                            f"cannot reach {describe(missed, addresses)}"])
     reg.set_state("running", generation=generation)
     app.console.done()
     if generation == 0:

@@ -12,6 +12,7 @@ import json
 import subprocess
 
 from elearn.logtail import tail
+from elearn.peers import PEER_TIMEOUT, describe, unreachable
 from elearn.procs import free_port, stop_process
 from elearn.runtime.node_task import NodeTask, wait_listening
 from elearn.waits import wait_until
@@ -82,7 +83,33 @@ def _serve_spec(task: NodeTask, spec: dict, child: subprocess.Popen | None = Non
         stop_process(child, grace=1)
         raise task.failure(str(exc)) from None
     task.update("running", child_pid=child.pid)
+    if task.role == "worker" and task.published.get("reached") != task.generation:
+        _check_reach(task, spec, child)  # once per generation: not again on a restart in place
     return child
+
+
+def _check_reach(task: NodeTask, spec: dict, child: subprocess.Popen) -> None:
+    """A worker connects to every parameter server: check it can, once they all serve this
+    generation, and tell the driver (``reached``: the generation checked; ``cannot_reach``: who
+    could not be reached and why, empty when all were)."""
+    generation = task.generation
+
+    def all_serving():
+        ps = task.reg.nodes("ps")
+        return all(ps.get(i, {}).get("state") == "running" and ps[i].get("generation") == generation
+                   for i in range(len(spec.get("ps", [])))) or task.app_over() \
+            or _wanted_generation(task, task.app_state() or {}) > generation
+
+    try:  # a PS that never serves is the driver's to name; the probe then says what it saw
+        wait_until(all_serving, START_TIMEOUT, interval=0.2)
+    except TimeoutError:
+        pass
+    addresses = {f"ps:{i}": a for i, a in enumerate(spec.get("ps", []))}
+    missed = unreachable(addresses, min(task.spec.register_timeout, PEER_TIMEOUT))
+    task.published.update(reached=generation, cannot_reach=describe(missed, addresses) if missed else "")
+    if missed:
+        task.note(f"cannot reach {describe(missed, addresses)}")
+    task.update("running", child_pid=child.pid)
 
 
 def _my_spec(task: NodeTask, min_generation: int):

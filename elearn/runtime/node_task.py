@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from kazoo.protocol.states import KazooState
 
-from elearn.errors import ClusterError
+from elearn.errors import ClusterError, StorageError
 from elearn.logtail import quoted, tail
+from elearn.mounts import check_marks
 from elearn.procs import describe_exit, popen_child, stop_process
 from elearn.registry import AppRegistry, acl_for
 from elearn.restart import RestartPolicy
@@ -82,6 +83,10 @@ class NodeTask:
     def run(self, batches) -> dict:
         """Spool ``batches``, then serve as the backend says; the node's statistics."""
         backend = self.spec.backend
+        try:
+            check_marks(self.spec.mounts)  # before anything is spent on a host that cannot keep it
+        except StorageError as exc:
+            raise StorageError(f"{self.role}:{self.index}: {exc}") from None  # it names the host
         mirror = self._ship_log()
         self.join()
         try:
