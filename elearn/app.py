@@ -262,7 +262,8 @@ class Application:
                         max_restarts=self.opts.max_restarts, tf_log=self.opts.tf_log,
                         files=self.files_endpoint, app_dir=self.dir, train=train,
                         # Only a node that writes the locations itself checks it sees them.
-                        mounts=self.mount_marks if train is not None and not self.single_host else ())
+                        mounts=self.mount_marks if train is not None and not self.single_host else (),
+                        embedded_zk=self.zk is not None)
 
     def ship_code(self, job) -> None:
         """``--py-files`` and the job's own folder on every node's import path."""

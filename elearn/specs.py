@@ -38,6 +38,7 @@ class NodeSpec:
     app_dir: str = ""                # the application's directory on the driver's host
     train: "TrainSpec | None" = None  # allreduce: what each worker's training process runs
     mounts: tuple = ()               # elearn.mounts.MountMark: file:// places train writes directly
+    embedded_zk: bool = False        # zk is the driver's embedded server (not the user's --zk)
 
 
 @dataclass(frozen=True)

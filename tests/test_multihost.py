@@ -205,6 +205,22 @@ def test_nodes_that_cannot_reach_zookeeper_fail_naming_the_address(cluster, tmp_
     assert took < 30 + 90, f"took {took:.0f}s"
 
 
+def test_nodes_that_cannot_reach_the_drivers_file_service_fail_naming_the_address(cluster, tmp_path):
+    """ELEARN_HOST=127.0.0.1 on the edge: the driver tells the nodes an address that is their own
+    loopback. Each node checks the driver's file service (where its log, checkpoints and model go)
+    before anything else and fails within the register timeout, naming the address and the fix."""
+    t0 = time.monotonic()
+    run = submit_on(cluster.edge, [job("allreduce_nofeed.py"), "--workers", 2, "--app-name", "mh-nofiles",
+                                   "--master", cluster.master_url, "--register-timeout", 10],
+                    str(tmp_path / "home"), env={"ELEARN_HOST": "127.0.0.1"}, timeout=600)
+    took = time.monotonic() - t0
+    assert run.returncode == 1, run.output[-4000:]
+    assert re.search(r"worker:\d on h\d cannot reach the driver's file service at 127\.0\.0\.1:\d+ "
+                     r"\(ConnectionRefusedError", run.stderr), run.output[-4000:]
+    assert "set ELEARN_HOST to an address of the driver's host they reach" in run.stderr
+    assert took < 240, f"took {took:.0f}s"
+
+
 def test_a_file_mount_missing_on_the_worker_hosts_is_refused_before_training(cluster, tmp_path):
     """The shared directory stays mounted on the edge only (each worker host sees a bare, empty
     directory there): the driver's own check passes, the nodes find no mark of the driver's, and

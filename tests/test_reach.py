@@ -81,3 +81,20 @@ def test_a_mark_is_seen_in_the_directory_the_driver_wrote_and_nowhere_else(tmp_p
     for m in marks:
         m.remove()
     assert os.listdir(shared) == []
+
+
+def test_a_node_that_cannot_reach_the_embedded_zookeeper_names_it_and_every_fix(tmp_path):
+    """Not the user's --zk: the message must not tell them to check a flag they did not pass."""
+    from elearn.errors import ClusterError
+    from elearn.runtime.node_task import NodeTask
+    from elearn.specs import NodeSpec
+
+    address = f"127.0.0.1:{closed_port()}"
+    spec = NodeSpec(app_id="a", zk=address, zk_auth=(), node_dir=str(tmp_path), same_host=True,
+                    backend=None, embedded_zk=True)
+    with pytest.raises(ClusterError) as err:
+        NodeTask(spec, "worker", 1).join()
+    message = str(err.value)
+    assert f"worker:1 on {socket.gethostname()} cannot reach the driver's embedded ZooKeeper at {address} " \
+           "(no answer within 15s)" in message, message
+    assert "set ELEARN_HOST" in message and "or pass --zk" in message and "Check --zk" not in message

@@ -29,6 +29,7 @@ from kazoo.protocol.states import KazooState
 from elearn.errors import ClusterError, StorageError
 from elearn.logtail import quoted, tail
 from elearn.mounts import check_marks
+from elearn.peers import PEER_TIMEOUT, describe, unreachable
 from elearn.procs import describe_exit, popen_child, stop_process
 from elearn.registry import AppRegistry, acl_for
 from elearn.restart import RestartPolicy
@@ -87,6 +88,7 @@ class NodeTask:
             check_marks(self.spec.mounts)  # before anything is spent on a host that cannot keep it
         except StorageError as exc:
             raise StorageError(f"{self.role}:{self.index}: {exc}") from None  # it names the host
+        self._check_driver_files()
         mirror = self._ship_log()
         self.join()
         try:
@@ -104,6 +106,27 @@ class NodeTask:
             self.leave()
             if mirror is not None:
                 mirror.stop()  # the log's last lines reach the driver, also after a failure
+
+    def _check_driver_files(self) -> None:
+        """On another host than the driver: its file service, where this node's log, checkpoints
+        and model go, must answer (a firewall, or a driver address this host cannot route to)."""
+        if self.spec.files is None:
+            return
+        peer = {"the driver's file service": self.spec.files.address}
+        missed = unreachable(peer, min(self.spec.register_timeout, PEER_TIMEOUT))
+        if missed:
+            raise self._driver_unreachable(
+                f"{describe(missed, peer)}, where nodes on other hosts send their logs, checkpoints "
+                "and models")
+
+    def _driver_unreachable(self, what: str, more: str = "") -> ClusterError:
+        """This node cannot reach ``what``, a service of the driver's host: where it listens, the fix."""
+        return ClusterError(
+            f"{self.role}:{self.index} on {socket.gethostname()} cannot reach {what}. It listens on "
+            "every interface of the driver's host, at the address Spark's executors reach the "
+            "driver at (spark.driver.host, or ELEARN_HOST if set): allow TCP from the executors' "
+            "hosts to the driver's host on every port, or set ELEARN_HOST to an address of the "
+            f"driver's host they reach{more}.")
 
     def _ship_log(self):
         """On another host than the driver: copy this node's log into the application directory
@@ -127,7 +150,14 @@ class NodeTask:
     def join(self) -> None:
         """Connect to the application's ZooKeeper and learn the address peers reach us at."""
         auth = [tuple(a) for a in self.spec.zk_auth] or None
-        self.client = connect(self.spec.zk, timeout=ZK_SESSION_TIMEOUT, auth_data=auth)
+        try:
+            self.client = connect(self.spec.zk, timeout=ZK_SESSION_TIMEOUT, auth_data=auth)
+        except ClusterError:
+            if not self.spec.embedded_zk:
+                raise  # the user's --zk: its message says to check it
+            raise self._driver_unreachable(
+                f"the driver's embedded ZooKeeper at {self.spec.zk} (no answer within "
+                f"{ZK_SESSION_TIMEOUT:.0f}s)", ", or pass --zk with an ensemble every executor reaches") from None
         self.client.add_listener(self._on_zk_state)
         self.reg = AppRegistry(self.client, self.spec.app_id, acl=acl_for(auth))
         self.host = advertise_host(self.spec.same_host, towards=self.spec.zk.split(",")[0].rsplit(":", 1)[0])
