@@ -297,8 +297,9 @@ def test_allreduce_workers_that_cannot_reach_each_other_fail_naming_who_and_wher
 
 
 def test_ps_workers_that_cannot_reach_the_parameter_server_fail_naming_it(cluster, tmp_path):
-    """One PS and four workers on three isolated hosts (at most one worker shares the PS's host):
-    the workers that cannot reach ps:0 say so before training, and the job fails naming them."""
+    """One PS and three workers on three isolated hosts (a host has 2 task slots, so at most one
+    worker shares the PS's host): the workers that cannot reach ps:0 say so before training, and
+    the job fails naming them all."""
     code = tmp_path / "ps_nofeed.py"
     code.write_text(textwrap.dedent("""
         from elearn import SparkTFJob
@@ -309,7 +310,7 @@ def test_ps_workers_that_cannot_reach_the_parameter_server_fail_naming_it(cluste
     """))
     with worker_hosts_isolated(cluster):
         t0 = time.monotonic()
-        run = submit_on(cluster.edge, [code, "--ps", 1, "--workers", 4, "--app-name", "mh-noreach-ps",
+        run = submit_on(cluster.edge, [code, "--ps", 1, "--workers", 3, "--app-name", "mh-noreach-ps",
                                        "--master", cluster.master_url, "--register-timeout", 20],
                         str(tmp_path / "home"), timeout=600)
         took = time.monotonic() - t0
