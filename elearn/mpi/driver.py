@@ -15,8 +15,8 @@ from collections import Counter
 from elearn.errors import ClusterError
 from elearn.logtail import FollowedFile, relay, spark_error_message
 from elearn.mpi.group import GroupRestarts
-from elearn.peers import FIX
 from elearn.nodejobs import SparkJobThread, start_node_job, wait_for_nodes
+from elearn.peers import FIX
 from elearn.waits import FOREVER, wait_until
 
 

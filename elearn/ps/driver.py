@@ -30,10 +30,10 @@ from elearn.logtail import spark_error_message, tail
 from elearn.nodejobs import start_node_job, wait_for_nodes
 from elearn.peers import FIX, PEER_TIMEOUT, describe, unreachable
 from elearn.procs import free_port, popen_child, stop_process
+from elearn.ps.node import START_TIMEOUT
 from elearn.resources_profile import build_profiles
 from elearn.restart import RestartPolicy
 from elearn.runtime.feedspec import FeedInfo
-from elearn.ps.node import START_TIMEOUT
 from elearn.specs import Attempt
 from elearn.waits import wait_until
 
