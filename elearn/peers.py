@@ -6,7 +6,7 @@ on one known port, then TensorFlow connects to ports picked at random. Left to T
 port is found only when training first needs that peer, and shows up as gRPC retrying or as an
 error that does not say which host could not reach which. So every process that will connect to
 a peer first opens a TCP connection to it, all peers in parallel, each retried until a deadline
-(:data:`PEER_TIMEOUT`, at most the register timeout), and a peer still not connected is named with
+(the register timeout, at most :data:`PEER_TIMEOUT`), and a peer still not connected is named with
 its address and the last error.
 
 Who connects to whom follows TensorFlow: in PS mode the coordinator (on the driver's host) to every
@@ -24,9 +24,11 @@ import time
 PEER_TIMEOUT = 30.0  # seconds: a host that answers at all answers in milliseconds
 
 
-def unreachable(peers: dict, timeout: float = PEER_TIMEOUT) -> dict:
-    """``{name: "host:port"}`` -> ``{name: why}`` for each peer not connected within ``timeout``."""
+def unreachable(peers: dict, within: float = PEER_TIMEOUT) -> dict:
+    """``{name: "host:port"}`` -> ``{name: why}`` for each peer not connected within ``within``
+    seconds (the register timeout, say), and never more than :data:`PEER_TIMEOUT`."""
     failed: dict = {}
+    timeout = min(within, PEER_TIMEOUT)
     deadline = time.monotonic() + timeout
 
     def probe(name: str, address: str) -> None:

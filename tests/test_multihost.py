@@ -267,6 +267,16 @@ def worker_hosts_isolated(cluster):
             a.unblock(b.address)
 
 
+def submit_isolated(cluster, tmp_path, args):
+    """``pl_submit args`` on the edge while the worker hosts cannot reach each other, with a 20 s
+    register timeout; the run and how long it took."""
+    with worker_hosts_isolated(cluster):
+        t0 = time.monotonic()
+        run = submit_on(cluster.edge, [*args, "--master", cluster.master_url, "--register-timeout", 20],
+                        str(tmp_path / "home"), timeout=600)
+        return run, time.monotonic() - t0
+
+
 PEER = r"(worker[: ]\d) on (h\d) cannot reach (ps:0|worker \d) at (10\.[\d.]+:\d+) \((PermissionError|TimeoutError|OSError)"
 
 
@@ -281,12 +291,8 @@ def test_allreduce_workers_that_cannot_reach_each_other_fail_naming_who_and_wher
     """Three workers on at least two hosts that cannot reach each other (ZooKeeper and the driver
     they reach): every worker probes its peers' ports before TensorFlow starts, and the job fails
     within the register timeout naming who cannot reach whom at which address."""
-    with worker_hosts_isolated(cluster):
-        t0 = time.monotonic()
-        run = submit_on(cluster.edge, [job("allreduce_nofeed.py"), "--workers", 3, "--app-name", "mh-noreach-ar",
-                                       "--master", cluster.master_url, "--register-timeout", 20],
-                        str(tmp_path / "home"), timeout=600)
-        took = time.monotonic() - t0
+    run, took = submit_isolated(cluster, tmp_path, [job("allreduce_nofeed.py"), "--workers", 3,
+                                                    "--app-name", "mh-noreach-ar"])
     assert run.returncode == 1, run.output[-4000:]
     assert "allreduce workers cannot reach each other's TF ports" in run.stderr, run.output[-4000:]
     found = re.findall(PEER, run.stderr)
@@ -308,12 +314,7 @@ def test_ps_workers_that_cannot_reach_the_parameter_server_fail_naming_it(cluste
             def train(self, ctx):
                 raise AssertionError("train must not start on a cluster that cannot form")
     """))
-    with worker_hosts_isolated(cluster):
-        t0 = time.monotonic()
-        run = submit_on(cluster.edge, [code, "--ps", 1, "--workers", 3, "--app-name", "mh-noreach-ps",
-                                       "--master", cluster.master_url, "--register-timeout", 20],
-                        str(tmp_path / "home"), timeout=600)
-        took = time.monotonic() - t0
+    run, took = submit_isolated(cluster, tmp_path, [code, "--ps", 1, "--workers", 3, "--app-name", "mh-noreach-ps"])
     assert run.returncode == 1, run.output[-4000:]
     assert "the TF cluster cannot form" in run.stderr, run.output[-4000:]
     found = re.findall(PEER, run.stderr)

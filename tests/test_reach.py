@@ -26,7 +26,7 @@ def test_a_held_port_is_reached_and_a_closed_one_is_named_after_retrying_until_t
     with hold_port() as held:
         peers = {"worker 0": f"127.0.0.1:{held.getsockname()[1]}", "ps:0": f"127.0.0.1:{closed_port()}"}
         t0 = time.monotonic()
-        missed = unreachable(peers, timeout=1.5)
+        missed = unreachable(peers, within=1.5)
         took = time.monotonic() - t0
     assert list(missed) == ["ps:0"] and missed["ps:0"].startswith("ConnectionRefusedError"), missed
     assert 1.5 <= took < 5, took
@@ -40,7 +40,7 @@ def test_a_port_that_starts_listening_before_the_deadline_is_reached():
         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
         f"s.bind(('127.0.0.1', {port})); s.listen(8); time.sleep(30)")])
     try:
-        assert unreachable({"ps:0": f"127.0.0.1:{port}"}, timeout=20) == {}
+        assert unreachable({"ps:0": f"127.0.0.1:{port}"}, within=20) == {}
     finally:
         server.kill()
         server.wait()

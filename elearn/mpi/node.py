@@ -27,7 +27,7 @@ import time
 from elearn.jsonlines import read_json
 from elearn.logtail import tail
 from elearn.mpi.group import GroupRestarts
-from elearn.peers import PEER_TIMEOUT, describe, hold_port, unreachable
+from elearn.peers import describe, hold_port, unreachable
 from elearn.procs import describe_exit, stop_process
 from elearn.registry import acl_for
 from elearn.restart import EXIT_NOT_RETRYABLE
@@ -83,7 +83,7 @@ def _unreachable_peers(task: NodeTask, peers: list, number: int) -> list:
     fail alike: errors naming each worker that cannot reach a peer, or nothing."""
     addresses = {f"worker {i}": f"{p['host']}:{p['port']}" for i, p in enumerate(peers)}
     others = {name: a for name, a in addresses.items() if name != f"worker {task.index}"}
-    verdicts = task.barrier.gather(unreachable(others, min(task.spec.register_timeout, PEER_TIMEOUT)))
+    verdicts = task.barrier.gather(unreachable(others, task.spec.register_timeout))
     return [{"worker": i, "attempt": number, "unreachable": True,
              "reason": f"worker {i} on {peers[i]['hostname']} cannot reach {describe(v, addresses)}"}
             for i, v in enumerate(verdicts) if v]

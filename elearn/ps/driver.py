@@ -196,7 +196,7 @@ def form_cluster(app, layout: _Nodes, generation: int = 0) -> dict:
     limit = START_TIMEOUT + PEER_TIMEOUT + 30  # each TF server starts, then the workers probe the PS
     wait_until(running, limit, interval=0.2, on_timeout=not_running)
     addresses = {f"{role}:{i}": a for role in ("ps", "worker") for i, a in enumerate(spec[role])}
-    missed = unreachable(addresses, min(opts.register_timeout, PEER_TIMEOUT))  # the coordinator's host
+    missed = unreachable(addresses, opts.register_timeout)  # from the coordinator's host
     if missed:
         raise _unreachable([f"the driver's host {socket.gethostname()}, where the coordinator runs, "
                             f"cannot reach {describe(missed, addresses)}"])

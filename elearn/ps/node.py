@@ -12,7 +12,7 @@ import json
 import subprocess
 
 from elearn.logtail import tail
-from elearn.peers import PEER_TIMEOUT, describe, unreachable
+from elearn.peers import describe, unreachable
 from elearn.procs import free_port, stop_process
 from elearn.runtime.node_task import NodeTask, wait_listening
 from elearn.waits import wait_until
@@ -105,10 +105,11 @@ def _check_reach(task: NodeTask, spec: dict, child: subprocess.Popen) -> None:
     except TimeoutError:
         pass
     addresses = {f"ps:{i}": a for i, a in enumerate(spec.get("ps", []))}
-    missed = unreachable(addresses, min(task.spec.register_timeout, PEER_TIMEOUT))
-    task.published.update(reached=generation, cannot_reach=describe(missed, addresses) if missed else "")
-    if missed:
-        task.note(f"cannot reach {describe(missed, addresses)}")
+    missed = unreachable(addresses, task.spec.register_timeout)
+    blocked = describe(missed, addresses)  # "" when every PS answered
+    task.published.update(reached=generation, cannot_reach=blocked)
+    if blocked:
+        task.note(f"cannot reach {blocked}")
     task.update("running", child_pid=child.pid)
 
 

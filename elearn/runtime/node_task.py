@@ -29,7 +29,7 @@ from kazoo.protocol.states import KazooState
 from elearn.errors import ClusterError, StorageError
 from elearn.logtail import quoted, tail
 from elearn.mounts import check_marks
-from elearn.peers import PEER_TIMEOUT, describe, unreachable
+from elearn.peers import describe, unreachable
 from elearn.procs import describe_exit, popen_child, stop_process
 from elearn.registry import AppRegistry, acl_for
 from elearn.restart import RestartPolicy
@@ -113,7 +113,7 @@ class NodeTask:
         if self.spec.files is None:
             return
         peer = {"the driver's file service": self.spec.files.address}
-        missed = unreachable(peer, min(self.spec.register_timeout, PEER_TIMEOUT))
+        missed = unreachable(peer, self.spec.register_timeout)
         if missed:
             raise self._driver_unreachable(
                 f"{describe(missed, peer)}, where nodes on other hosts send their logs, checkpoints "
