@@ -111,9 +111,21 @@ def test_private_paths_are_private(cluster):
     assert h1.run(["cat", "written-on-h1"], cwd="/tmp", check=True).stdout == "h1\n"
 
 
+def _argv(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")[:-1]
+
+
 def test_wait_quiet_names_what_is_left_running(cluster):
-    left = cluster.hosts[1].popen(["sleep", "60"])
+    h2 = cluster.hosts[1]
+    left = h2.popen(["sleep", "60"])
     try:
+        # Popen returns once nsenter is forked; it joins h2's namespaces and execs sleep a moment
+        # later (long on a loaded machine), and only then is it h2's process.
+        deadline = time.monotonic() + 30
+        while left.pid not in h2.pids() or _argv(left.pid) != [b"sleep", b"60"]:
+            assert time.monotonic() < deadline, "sleep never started inside h2"
+            time.sleep(0.05)
         with pytest.raises(SimClusterError, match=r"h2: \d+: sleep 60"):
             cluster.wait_quiet(timeout=0.5)
     finally:
