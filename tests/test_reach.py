@@ -29,7 +29,7 @@ def test_a_held_port_is_reached_and_a_closed_one_is_named_after_retrying_until_t
         missed = unreachable(peers, within=1.5)
         took = time.monotonic() - t0
     assert list(missed) == ["ps:0"] and missed["ps:0"].startswith("ConnectionRefusedError"), missed
-    assert 1.5 <= took < 5, took
+    assert 1.5 <= took < 7.5, took  # stops at its deadline, not at PEER_TIMEOUT (30 s)
     assert describe(missed, peers) == f"ps:0 at {peers['ps:0']} ({missed['ps:0']})"
 
 
