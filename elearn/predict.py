@@ -30,8 +30,8 @@ def _read_signature(model_dir: str, signature: str):
     inputs: ``{name: (numpy dtype name, rank)}``; outputs: list of output keys.
     """
     from elearn.errors import StorageNotFound
-    from elearn.storage import open_storage
-    from elearn.tfimport import import_tensorflow
+    from elearn.storage.stores import open_storage
+    from elearn.train.tfimport import import_tensorflow
 
     tf = import_tensorflow(os.devnull)  # the driver's console gets no C++ start-up chatter
     from tensorflow.core.protobuf import saved_model_pb2
@@ -71,6 +71,7 @@ class _Source:
             from pyspark import SparkFiles
 
             return os.path.join(SparkFiles.getRootDirectory(), self.shipped)
+        assert self.uri is not None  # one of the three is set
         return _fetched(self.uri, self.version)
 
 
@@ -80,7 +81,7 @@ def _fetched(uri: str, version: str) -> str:
     import fcntl
     import hashlib
 
-    from elearn.storage import open_storage
+    from elearn.storage.stores import open_storage
 
     name = hashlib.sha256(f"{uri}\0{version}".encode()).hexdigest()[:16]
     target = os.path.abspath(os.path.join("elearn-models", name))
@@ -99,7 +100,7 @@ def _source(df, model_dir: str, version: int) -> _Source:
     import shutil
     import tempfile
 
-    from elearn.storage import parse_location
+    from elearn.storage.stores import parse_location
 
     location = parse_location(model_dir)
     if location.kind == "remote":
@@ -112,7 +113,7 @@ def _source(df, model_dir: str, version: int) -> _Source:
     name = "elearn-model-" + hashlib.sha256(f"{location.path}\0{version}".encode()).hexdigest()[:12]
     folder = tempfile.mkdtemp(prefix="elearn-predict-")
     archive = shutil.make_archive(os.path.join(folder, name), "zip", location.path)
-    from elearn.sparkops import SparkOps
+    from elearn.driver.sparkops import SparkOps
 
     SparkOps(spark).add_archive(archive)
     return _Source(shipped=name + ".zip")
@@ -160,7 +161,8 @@ def _column_to_numpy(column, dtype: str, rank: int | None, name: str):
     return values.reshape(-1, 1) if rank == 2 else values
 
 
-def _scorer(source: _Source, signature: str, inputs: dict, columns: dict, output: str,
+def _scorer(source: _Source, signature: str, inputs: dict[str, tuple[str, int | None]],
+            columns: dict, output: str,
             output_col: str, batch_size: int):
     def score(batches):
         import numpy as np
@@ -204,7 +206,7 @@ def predict(df, model_dir: str, *, output_col: str = "prediction", features: dic
     """
     from pyspark.sql import types as T
 
-    from elearn.storage import parse_location
+    from elearn.storage.stores import parse_location
 
     model_dir = parse_location(model_dir).uri
     inputs, outputs, version = _read_signature(model_dir, signature)

@@ -9,14 +9,19 @@ Two hand-offs cross process boundaries, each as one of these pickled:
   attempt this is and what it was fed.
 
 The mode-specific parts live in the backend objects they carry (``elearn.ps.PSBackend``,
-``elearn.mpi.AllreduceBackend``), which are frozen dataclasses too.
+``elearn.mpi.AllreduceBackend``), which are frozen dataclasses too; ``elearn.backend`` names the
+hooks each process calls.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from elearn.runtime.feedspec import FeedPlan
+from elearn.cluster.registry import Credentials
+from elearn.feed.columns import FeedPlan
+
+if TYPE_CHECKING:
+    from elearn.backend import NodeHooks, TrainingHooks
 
 
 @dataclass(frozen=True)
@@ -25,19 +30,19 @@ class NodeSpec:
 
     app_id: str
     zk: str                          # ZooKeeper as the node reaches it
-    zk_auth: tuple                   # the application's digest credentials ((scheme, credential),)
+    credentials: Credentials | None  # the application's ZooKeeper credentials (None: tests)
     node_dir: str                    # spools and logs: absolute on the driver's host, else relative
     same_host: bool                  # every node runs on the driver's host (local masters)
-    backend: Any                     # PSBackend | AllreduceBackend: the mode's node-side hooks
+    backend: NodeHooks               # the mode's (elearn.backend)
+    register_timeout: float          # the options' (elearn.driver.options.SubmitOptions)
+    feed_timeout: float
+    max_restarts: int
     plan: FeedPlan = field(default_factory=lambda: FeedPlan([], {}))
-    register_timeout: float = 120.0
-    feed_timeout: float = 3600.0
-    max_restarts: int = 3
     tf_log: bool = False
     files: Any = None                # the driver's file service (DriverEndpoint); None: same host
     app_dir: str = ""                # the application's directory on the driver's host
     train: "TrainSpec | None" = None  # allreduce: what each worker's training process runs
-    mounts: tuple = ()               # elearn.mounts.MountMark: file:// places train writes directly
+    mounts: tuple = ()               # elearn.storage.mounts.MountMark: file:// places train writes directly
     embedded_zk: bool = False        # zk is the driver's embedded server (not the user's --zk)
 
 
@@ -45,20 +50,20 @@ class NodeSpec:
 class TrainSpec:
     """What a process running ``train(ctx)`` needs, whatever the mode."""
 
-    job: bytes                       # elearn.shipping.pack_job
-    backend: Any                     # PSBackend | AllreduceBackend: strategy and context hooks
+    job: bytes                       # elearn.train.shipping.pack_job
+    backend: TrainingHooks           # the mode's (elearn.backend)
     num_workers: int
     num_ps: int
     plan: FeedPlan
-    checkpoint_dir: str
-    model_dir: str
-    log_dir: str
+    checkpoint_uri: str              # where the user's checkpoints are kept (a path or URI)
+    model_uri: str                   # where the exported model is kept (a path or URI)
+    log_dir: str                     # TensorBoard events, in the application directory
     app_dir: str = ""                # the application's directory on the driver's host
     fill: dict = field(default_factory=dict)
     sys_path: tuple = ()             # folders the job's own modules are imported from
     checkpoint_every: str = "epoch"  # --checkpoint-every: elearn's checkpoints of every Keras fit
     on_driver_host: bool = True      # every process running train is on the driver's host
-    files: Any = None                # the driver's file service (elearn.driverfs.DriverEndpoint)
+    files: Any = None                # the driver's file service (elearn.storage.driverfs.DriverEndpoint)
     tf_log: bool = False
 
 
@@ -72,5 +77,5 @@ class Attempt:
     result: str                      # JSON file: the outcome (written last, atomically)
     staging: str                     # a directory of this host for what is stored elsewhere
     cluster: dict | None = None      # PS mode: the TF cluster spec the driver published
-    heartbeat: str | None = None     # allreduce: a file the process touches while alive
+    heartbeat: str | None = None     # allreduce: touched while alive (named at spawn: launch.HEARTBEAT_ENV)
     scratch: str | None = None       # allreduce non-chief workers: where their saves go

@@ -1,6 +1,6 @@
 """pl_submit: run an elearn job on Spark, in the style of spark-submit.
 
-The flags are the fields of ``elearn.config.SubmitOptions``; ``--conf``, ``--arg`` and ``--fill`` may
+The flags are the fields of ``elearn.driver.options.SubmitOptions``; ``--conf``, ``--arg`` and ``--fill`` may
 be repeated. The whole command line is checked against them before anything starts (fire would
 otherwise call the job first and complain about a mistyped flag only when it returns), then fire
 parses it.
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import MISSING
 import signal
 import sys
+from dataclasses import MISSING
 
 import fire
 
-from elearn.config import SubmitOptions, coerce, option_fields, suggestion
+from elearn.driver.options import SubmitOptions, coerce, option_fields, suggestion
 from elearn.errors import ElearnError
 
 
@@ -58,6 +58,20 @@ def _signature() -> inspect.Signature:
 run.__signature__ = _signature()
 
 
+# spark-submit's spellings pl_submit takes as they are: -c is --conf; --verbose ("print additional
+# debug output") lets TensorFlow's and Spark's own logs through, as --tf-log does.
+ALIASES = {"-c": "--conf", "--verbose": "--tf-log", "-v": "--tf-log"}
+
+
+def normalize(argv: list[str]) -> list[str]:
+    """``argv`` with spark-submit's short spellings replaced by pl_submit's flags."""
+    out = []
+    for token in argv:
+        name, eq, value = token.partition("=")
+        out.append(ALIASES[name] + eq + value if name in ALIASES else token)
+    return out
+
+
 def check_argv(argv: list[str]) -> None:
     """Refuse unknown flags, missing values and values of the wrong kind, naming the fix."""
     flags = _flags()
@@ -89,6 +103,10 @@ def check_argv(argv: list[str]) -> None:
         else:
             positionals.append(token)
         i += 1
+    pairs = [p for p in positionals[1:] if "=" in p and not p.startswith("=")]
+    if pairs:
+        raise UsageError(f"unexpected {' '.join(pairs)} after the job file: job arguments are given as "
+                         + " ".join(f"--arg {p}" for p in pairs))
     if len(positionals) != 1:
         raise UsageError("expected one JOB_FILE" + (f", got {' '.join(positionals)}" if positionals
                                                      else "") + " (pl_submit --help shows the usage)")
@@ -149,8 +167,10 @@ def main(argv: list[str] | None = None) -> None:
         if argv[0] in ("list", "status", "kill"):
             from plsubmit import control
 
+            control.check_argv(argv)
             code = fire.Fire(control.COMMANDS, argv, name="pl_submit") or 0
         else:
+            argv = normalize(argv)
             check_argv(argv)
             code = fire.Fire(run, _gather_repeats(argv), name="pl_submit")
     except KeyboardInterrupt:

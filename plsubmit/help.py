@@ -1,18 +1,18 @@
 """``pl_submit --help``: one page in the style of ``spark-submit --help``, built from the options'
-own definitions (``elearn.config.SubmitOptions``), so that each flag's text is written once."""
+own definitions (``elearn.driver.options.SubmitOptions``), so that each flag's text is written once."""
 from __future__ import annotations
 
 import inspect
 import textwrap
 from dataclasses import MISSING
 
-from elearn.config import GROUPS, option_fields
+from elearn.driver.options import ENVIRONMENT, GROUPS, option_fields
 
 USAGE = """\
 Usage: pl_submit JOB_FILE [options]
        pl_submit list [--zk HOSTS]
        pl_submit status APP [--zk HOSTS]
-       pl_submit kill APP [--zk HOSTS]
+       pl_submit kill APP [--zk HOSTS] [--timeout SECONDS]
        pl_submit --version
 """
 
@@ -30,13 +30,21 @@ def render(run, width: int = 100) -> str:
             is_bool = str(f.type).startswith("bool")
             head = f"  {flag.flag(f.name)}" + ("" if is_bool else f" {flag.metavar or 'VALUE'}")
             text = flag.help
-            if f.default is not MISSING and f.default not in (None, False) and "Default" not in text:
-                text += f" (default: {f.default:g})" if isinstance(f.default, float) else f" (default: {f.default})"
+            # Every default is shown: 0 too (--ps 0 is allreduce mode), unless the text says it.
+            if f.default is not MISSING and f.default is not None and not is_bool and "Default" not in text:
+                text += f" Default: {f.default:g}." if isinstance(f.default, float) else f" Default: {f.default}."
             body = textwrap.wrap(text, width - 30) or [""]
             first = head.ljust(29) + " " + body[0] if len(head) < 29 else head + "\n" + " " * 30 + body[0]
             lines.append(first)
             lines.extend(" " * 30 + b for b in body[1:])
         lines.append("")
-    lines.append("Flags may also be written with underscores (--app_name); --conf, --arg and --fill repeat.")
+    lines.append("Environment variables:")
+    for name, text in ENVIRONMENT:
+        body = textwrap.wrap(text, width - 30)
+        lines.append(f"  {name}" if len(name) >= 28 else f"  {name}".ljust(29) + " " + body[0])
+        lines.extend(" " * 30 + b for b in (body if len(name) >= 28 else body[1:]))
+    lines.append("")
+    lines.append("Flags may also be written with underscores (--app_name); --conf, --arg and --fill repeat;")
+    lines.append("-c is --conf and --verbose is --tf-log, as with spark-submit.")
     lines.append("Docs: docs/api.md (the job API), docs/clusters.md, docs/operations.md.")
     return "\n".join(lines)

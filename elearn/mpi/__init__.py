@@ -1,8 +1,13 @@
-"""Allreduce mode ("MPI architecture"): one barrier stage of workers, MultiWorkerMirroredStrategy.
+"""Allreduce mode: one barrier stage of workers, MultiWorkerMirroredStrategy.
+
+The folder is called ``mpi`` after the name the product gives this architecture ("MPI
+architecture", ``--ps 0``): every worker holds a full copy of the model and the workers all-reduce
+their gradients each step, as MPI programs do. No MPI library is involved; TensorFlow's own
+collectives (gRPC, ring all-reduce) carry the gradients.
 
 :class:`AllreduceBackend` is the mode's configuration plus its hooks, called by the parts both modes
 share: the driver (``drive``), every worker's task (``before_spool``, ``serve``: meet at the barrier,
-run the training process in attempts), the training process (``strategy``, ``directories``, ...) and
+run the training process in attempts), the training process (``strategy``, ``keras``, ...) and
 ``TrainContext``. The hooks import their implementations when called.
 """
 from __future__ import annotations
@@ -14,17 +19,18 @@ from typing import ClassVar
 @dataclass(frozen=True)
 class AllreduceBackend:
     workers: int
-    heartbeat_timeout: float = 120.0   # seconds without a beat from a worker's process: hung
+    heartbeat_timeout: float           # --heartbeat-timeout: seconds without a beat from a worker's process: hung
     heartbeat_every: float = 2.0
 
     name: ClassVar[str] = "allreduce"
     task_type: ClassVar[str] = "worker"   # train runs in every worker; worker 0 is the chief
+    trains_on_driver: ClassVar[bool] = False  # the workers' tasks run it, wherever they are
     repeat: ClassVar[bool] = False        # dataset_fn: one pass unless asked (ctx.dataset repeats)
     batch_hooks: ClassVar[bool] = True
 
     # -- the driver ------------------------------------------------------------------------------
     def spark_conf(self, opts, master: str, conf: dict, say=None) -> dict:
-        from elearn.resources_profile import allreduce_conf
+        from elearn.driver.shapes import allreduce_conf
 
         out = allreduce_conf(opts, master, conf, say)
         # Spark re-checks a barrier stage's slots every 15 s, 40 times, before failing: keep
@@ -34,10 +40,10 @@ class AllreduceBackend:
                        str(max(1, int(opts.register_timeout // 2))))
         return out
 
-    def drive(self, app, job, frame, plan) -> dict:
+    def drive(self, handles, frame):
         from elearn.mpi.driver import run_allreduce
 
-        return run_allreduce(app, job, frame, plan)
+        return run_allreduce(handles, frame)
 
     # -- a worker's Spark task -----------------------------------------------------------------------
     def before_spool(self, task) -> None:
@@ -49,8 +55,9 @@ class AllreduceBackend:
         return serve(task)
 
     # -- the training process ----------------------------------------------------------------------
-    def prepare_process(self) -> None:
+    def process_env(self) -> dict:
         """Nothing: Keras 3 (``keras``) is ``ctx.keras`` here."""
+        return {}
 
     def strategy(self, spec, attempt, load_job):
         from elearn.mpi.strategy import build_strategy
@@ -107,7 +114,7 @@ class AllreduceBackend:
 
     # Checkpoints: every worker saves at the same steps (saving may run collectives) into its own
     # directory, and restores what the chief saved, so that all start from the same state
-    # (elearn.runtime.outputs: only the chief's are kept).
+    # (elearn.train.outputs: only the chief's are kept).
     time_check_steps: ClassVar[int] = 50   # steps between agreeing on a time-based save
 
     def checkpoint_options(self):

@@ -11,19 +11,23 @@ import json
 
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
+from elearn.cluster.registry import AppRegistry
+
 
 class GroupRestarts:
     """The restart requests of one application's allreduce group."""
 
-    def __init__(self, client, app_id: str, acl=None):
-        self.client = client
-        self.base = f"/elearn/{app_id}/allreduce"
-        self.acl = acl  # the application's (elearn.registry.acl_for): no one else may end an attempt
+    def __init__(self, registry: AppRegistry):
+        self.client = registry.client
+        self.base = f"{registry.base}/allreduce"
+        self.acl = registry.acl  # the application's: no one else may end an attempt
 
-    def request(self, attempt: int, index: int, reason: str, final: bool = False) -> bool:
-        """Ask every task to end ``attempt`` (``final``: and not to start another); False when
-        another task asked first."""
-        data = json.dumps({"attempt": attempt, "worker": index, "reason": reason, "final": final}).encode()
+    def request(self, attempt: int, index: int, what: str, final: bool = False) -> bool:
+        """Ask every task to end ``attempt`` because worker ``index`` ``what`` (``"killed by
+        SIGKILL"``; ``final``: and not to start another); False when another task asked first.
+        The request says ``what`` on its own, for tallies, and as ``reason`` with the worker."""
+        data = json.dumps({"attempt": attempt, "worker": index, "what": what,
+                           "reason": f"worker {index} {what}", "final": final}).encode()
         try:
             self.client.create(f"{self.base}/restart-{attempt}", data, acl=self.acl, makepath=True)
             return True

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from elearn.mpi import keras_fixes
+
 
 def build_strategy(workers: int):
     import tensorflow as tf
@@ -11,7 +13,6 @@ def build_strategy(workers: int):
         # No peers: the strategy stays in-process (no gRPC server, no collective round trips).
         os.environ.pop("TF_CONFIG", None)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    from elearn.mpi import keras_fixes
 
     keras_fixes.apply()  # Keras 3's fit under a multi-worker strategy
     return strategy

@@ -2,13 +2,12 @@
 
 :class:`PSBackend` is the mode's configuration plus its hooks, called by the parts both modes share:
 the driver (``drive``), every node's task (``before_spool``, ``serve``), the training process
-(``prepare_process``, ``strategy``, ``directories``, ``keras``) and ``TrainContext`` (how steps and
+(``process_env``, ``strategy``, ``keras``) and ``TrainContext`` (how steps and
 datasets are counted and built). The hooks import their implementations when called, so a node's
 task never loads the driver's code and the other way round.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,19 +20,20 @@ class PSBackend:
 
     name: ClassVar[str] = "ps"
     task_type: ClassVar[str] = "chief"    # train runs in TF's chief, the coordinator
+    trains_on_driver: ClassVar[bool] = True  # the coordinator runs on the driver's host
     repeat: ClassVar[bool] = True         # ClusterCoordinator needs endless per-worker datasets
     batch_hooks: ClassVar[bool] = False   # tf_keras refuses batch-level callbacks under this strategy
 
     # -- the driver ------------------------------------------------------------------------------
     def spark_conf(self, opts, master: str, conf: dict, say=None) -> dict:
-        from elearn.resources_profile import ps_conf
+        from elearn.driver.shapes import ps_conf
 
         return ps_conf(opts, master, conf, say)
 
-    def drive(self, app, job, frame, plan) -> dict:
+    def drive(self, handles, frame):
         from elearn.ps.driver import run_ps
 
-        return run_ps(app, job, frame, plan)
+        return run_ps(handles, frame)
 
     # -- a node's Spark task ---------------------------------------------------------------------
     def before_spool(self, task) -> None:
@@ -47,12 +47,11 @@ class PSBackend:
         return serve(task)
 
     # -- the training process (the coordinator) ---------------------------------------------------
-    def prepare_process(self) -> None:
+    def process_env(self) -> dict:
         # Only Keras 2 (tf_keras) trains under ParameterServerStrategy, so `tf.keras` means tf_keras
         # here, like ctx.keras; it also spares importing Keras 3 when the job does not ask for it.
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         # The coordinator, not gRPC's retry loop, decides what a lost node means.
-        os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+        return {"TF_USE_LEGACY_KERAS": "1", "GRPC_FAIL_FAST": "use_caller"}
 
     def strategy(self, spec, attempt, load_job):
         from elearn.ps.strategy import build_strategy

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 
-from elearn.logtail import tail
-from elearn.peers import describe, unreachable
-from elearn.procs import free_port, stop_process
+from elearn.cluster.logtail import tail
+from elearn.cluster.peers import describe, unreachable
+from elearn.cluster.procs import free_port, stop_process
+from elearn.cluster.waits import wait_until
 from elearn.runtime.node_task import NodeTask, wait_listening
-from elearn.waits import wait_until
 
 SERVER = "elearn.runtime.tf_server"
 START_TIMEOUT = 180.0  # a TF server importing TensorFlow on a loaded host

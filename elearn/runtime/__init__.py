@@ -1,1 +1,2 @@
-"""What runs on the executors: the Arrow spool, the native reader, the node daemon and TF process."""
+"""What runs in a node's Spark task: the node's life (``node_task``), its TF server process and the
+GPUs it may see."""

@@ -24,25 +24,27 @@ import threading
 import time
 from dataclasses import dataclass
 
+from kazoo.hosts import collect_hosts
 from kazoo.protocol.states import KazooState
 
+from elearn.cluster.hosts import advertise_host
+from elearn.cluster.logtail import quoted, tail
+from elearn.cluster.peers import describe, unreachable
+from elearn.cluster.procs import describe_exit, popen_child, stop_process
+from elearn.cluster.registry import AppRegistry
+from elearn.cluster.restart import RestartPolicy
+from elearn.cluster.waits import wait_until
+from elearn.cluster.zookeeper import SESSION_TIMEOUT, connect
 from elearn.errors import ClusterError, StorageError
-from elearn.logtail import quoted, tail
-from elearn.mounts import check_marks
-from elearn.peers import describe, unreachable
-from elearn.procs import describe_exit, popen_child, stop_process
-from elearn.registry import AppRegistry, acl_for
-from elearn.restart import RestartPolicy
-from elearn.hosts import advertise_host
-from elearn.runtime.partition import spool_partition
+from elearn.feed.partition import spool_partition
+from elearn.runtime.gpus import task_gpu_env
 from elearn.specs import NodeSpec
-from elearn.waits import wait_until
-from elearn.zookeeper import connect
+from elearn.storage.mirror import Mirror
+from elearn.storage.mounts import check_marks
 
 FINAL_STATES = ("done", "failed")
 STATS_SCHEMA = "stats string"  # every node task returns one row: its statistics as JSON
 HEARTBEAT_EVERY = 5.0          # seconds between a node's znode updates while it runs
-ZK_SESSION_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,9 @@ class NodeTask:
     def _driver_unreachable(self, what: str, more: str = "") -> ClusterError:
         """This node cannot reach ``what``, a service of the driver's host: where it listens, the fix."""
         return ClusterError(
-            f"{self.role}:{self.index} on {socket.gethostname()} cannot reach {what}. It listens on "
-            "every interface of the driver's host, at the address Spark's executors reach the "
-            "driver at (spark.driver.host, or ELEARN_HOST if set): allow TCP from the executors' "
+            f"{self.role}:{self.index} on {socket.gethostname()} cannot reach {what}. It is reached "
+            "at the address of the driver's host that Spark's executors reach the driver at "
+            "(spark.driver.host, or ELEARN_HOST if set): allow TCP from the executors' "
             "hosts to the driver's host on every port, or set ELEARN_HOST to an address of the "
             f"driver's host they reach{more}.")
 
@@ -133,7 +135,6 @@ class NodeTask:
         (``nodes/logs/<role>-<index>.log``) while it grows."""
         if self.spec.files is None:
             return None
-        from elearn.runtime.mirror import Mirror
 
         open(self.log_path, "ab").close()
         storage = self.spec.files.storage_for(os.path.join(self.spec.app_dir, "nodes", "logs"))
@@ -149,18 +150,18 @@ class NodeTask:
     # -- ZooKeeper --------------------------------------------------------------------------------
     def join(self) -> None:
         """Connect to the application's ZooKeeper and learn the address peers reach us at."""
-        auth = [tuple(a) for a in self.spec.zk_auth] or None
         try:
-            self.client = connect(self.spec.zk, timeout=ZK_SESSION_TIMEOUT, auth_data=auth)
+            self.client = connect(self.spec.zk, self.spec.credentials)
         except ClusterError:
             if not self.spec.embedded_zk:
                 raise  # the user's --zk: its message says to check it
             raise self._driver_unreachable(
                 f"the driver's embedded ZooKeeper at {self.spec.zk} (no answer within "
-                f"{ZK_SESSION_TIMEOUT:.0f}s)", ", or pass --zk with an ensemble every executor reaches") from None
+                f"{SESSION_TIMEOUT:.0f}s)", ", or pass --zk with an ensemble every executor reaches") from None
         self.client.add_listener(self._on_zk_state)
-        self.reg = AppRegistry(self.client, self.spec.app_id, acl=acl_for(auth))
-        self.host = advertise_host(self.spec.same_host, towards=self.spec.zk.split(",")[0].rsplit(":", 1)[0])
+        self.reg = AppRegistry(self.client, self.spec.app_id, self.spec.credentials)
+        # The address routing to ZooKeeper is the one the driver and the peers reach this host at.
+        self.host = advertise_host(self.spec.same_host, towards=collect_hosts(self.spec.zk)[0][0][0])
 
     def leave(self) -> None:
         if self.client is not None:
@@ -285,8 +286,6 @@ class NodeTask:
 
 def child_env(tf_log: bool, extra: dict | None = None) -> dict:
     """The environment of a node's TF process: the executor's, its import path, its GPUs."""
-    from elearn.resources_profile import task_gpu_env
-
     env = dict(os.environ)
     # The executor's import path (pyspark.zip, --py-files, a shipped archive) for the child too.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)

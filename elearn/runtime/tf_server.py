@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from elearn.procs import exit_when_parent_goes
+from elearn.cluster.procs import exit_when_parent_goes
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
 
     line = sys.stdin.buffer.readline()
     if not line:
-        return  # the daemon went away before the cluster formed
+        return  # the node task went away before the cluster formed
     cfg.update(json.loads(line))
     exit_when_parent_goes(0)
 
