@@ -6,10 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
-from conftest import ROOT
+from conftest import ROOT, timed_out
+
+from elearn.cluster.waits import wait_until
 
 PL_SUBMIT = [sys.executable, "-m", "plsubmit.cli"]
 
@@ -94,16 +95,6 @@ def environ_has(pid: int, text: str) -> bool:
         return False
 
 
-def wait_for(check, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
-
-
 def lines_on(host, path: str) -> list:
     """The JSON lines of ``path`` as ``host`` sees it (empty while it does not exist)."""
     real = host.path(path)
@@ -135,8 +126,8 @@ class S3OnEdge:
             self.proc = self.cluster.edge.popen([sys.executable, "-m", "moto.server", "-H",
                                                  self.cluster.edge.address, "-p", str(self.port)],
                                                 stdout=f, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.cluster.edge.can_connect(self.cluster.edge.address, self.port),
-                 timeout, f"moto's S3 server at {self.endpoint}")
+        wait_until(lambda: self.cluster.edge.can_connect(self.cluster.edge.address, self.port), timeout,
+                   on_timeout=timed_out(f"moto's S3 server at {self.endpoint}"))
         return self
 
     def run_python(self, code: str, host=None, timeout: float = 120) -> str:
@@ -152,7 +143,7 @@ class S3OnEdge:
 
     def listing(self, uri: str) -> dict:
         return json.loads(self.run_python(
-            f"import json; from elearn.storage import open_storage; print(json.dumps(open_storage('{uri}').list('')))"))
+            f"import json; from elearn.storage.stores import open_storage; print(json.dumps(open_storage('{uri}').list('')))"))
 
     def stop(self) -> None:
         if self.proc is not None:

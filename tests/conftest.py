@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -36,16 +37,50 @@ def tagged_pids(tag: str) -> list[int]:
     return found
 
 
+def cmdline(pid) -> str:
+    """The command line of ``pid``, words joined by spaces ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def environ(pid) -> str:
+    """The environment of ``pid`` as one string ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def tf_node(tag: str, role: str, index: int) -> int | None:
+    """The TF server process of node ``role:index`` of the run tagged ``tag`` (None: not running)."""
+    want = f'"role": "{role}", "index": {index}'
+    return next((p for p in tagged_pids(tag) if "elearn.runtime.tf_server" in cmdline(p)
+                 and want in environ(p)), None)
+
+
+def trainer(tag: str, index: int) -> int | None:
+    """The training process of allreduce worker ``index`` of the run tagged ``tag``."""
+    want = f'"task": {{"type": "worker", "index": {index}}}'
+    return next((p for p in tagged_pids(tag) if "elearn.train.trainer" in cmdline(p)
+                 and want in environ(p)), None)
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def timed_out(what: str):
+    """``on_timeout`` for ``elearn.cluster.waits.wait_until`` in a test: fail naming the wait."""
+    return lambda: AssertionError(f"timed out waiting for {what}")
+
+
 def describe(pids) -> str:
-    out = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            out.append(f"{pid}: {cmd[:200]}")
-        except OSError:
-            pass
-    return "\n".join(out)
+    return "\n".join(f"{pid}: {cmd[:200]}" for pid in pids if (cmd := cmdline(pid)))
 
 
 def assert_no_orphans(tag: str, timeout: float = 30.0, only: tuple[bytes, ...] = ()) -> None:
@@ -54,7 +89,7 @@ def assert_no_orphans(tag: str, timeout: float = 30.0, only: tuple[bytes, ...] =
     the test's own ones (a notebook kernel, a Spark Connect server) rightly live on."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in tagged_pids(tag) if _not_zombie(p) and (not only or _runs(p, only))]
+        alive = [p for p in tagged_pids(tag) if alive_pid(p) and (not only or _runs(p, only))]
         if not alive:
             return
         if time.monotonic() > deadline:
@@ -77,7 +112,8 @@ def _runs(pid: int, words: tuple[bytes, ...]) -> bool:
     return any(w in cmd for w in words)
 
 
-def _not_zombie(pid: int) -> bool:
+def alive_pid(pid: int) -> bool:
+    """``pid`` runs: it exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -163,6 +199,50 @@ def pl_submit(tmp_path):
     yield go
 
 
+def run_saver(argv, kill_after=None, delay=0.0) -> tuple[int, list[int]]:
+    """Run a process that prints ``<word> <step>`` after each checkpoint it completes: its exit
+    code and the steps it reported, in order. With ``kill_after`` it is SIGKILLed ``delay`` seconds
+    after reporting that step, inside the save it starts next; the steps it reported before it died
+    are all read."""
+    proc = subprocess.Popen(argv, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.PIPE,
+                            text=True)
+    steps = []
+    try:
+        for line in proc.stdout:
+            steps.append(int(line.split()[1]))
+            if steps[-1] == kill_after:
+                time.sleep(delay)  # the fault's place in the next save; what it left is checked after
+                proc.send_signal(signal.SIGKILL)
+                steps += [int(rest.split()[1]) for rest in proc.stdout]
+                break
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, steps
+
+
+@pytest.fixture
+def no_java(tmp_path):
+    """An environment whose only ``java`` records being run (on PATH and as JAVA_HOME's): the
+    proof that nothing started a JVM, checked when the test ends."""
+    home = tmp_path / "fake-java"
+    (home / "bin").mkdir(parents=True)
+    marker = tmp_path / "java-was-run"
+    fake = home / "bin" / "java"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, PATH=f"{home / 'bin'}:{os.environ['PATH']}", JAVA_HOME=str(home),
+               ELEARN_HOME=str(tmp_path / "home"))
+    yield env
+    assert not marker.exists(), "a JVM was started"
+
+
+def only_java(env: dict) -> dict:
+    """The ``no_java`` fixture's changes alone, for ``pl_submit(..., env=)``."""
+    return {k: env[k] for k in ("PATH", "JAVA_HOME")}
+
+
 def job(name: str) -> str:
     return os.path.join(JOBS, name)
 
@@ -202,3 +282,34 @@ def spark_with(session, **sql_conf):
     finally:
         for k in keys:
             session.conf.unset(k)
+
+
+# -- running the suite on two xdist workers (python -m pytest tests -n 2) --------------------------
+# Most of a test's time is a JVM, TF imports and ZooKeeper sessions waiting on each other, so two
+# tests side by side on 2 cores finish well before two in a row. Each module stays on one worker
+# (its module-scoped servers start once; its timing bounds see at most one neighbour), and all the
+# modules of the simulated cluster form one unit: its network namespaces and its sweep of leftovers
+# are host-wide, so two of them must never run at once. That unit, the longest, is collected first,
+# so it starts at once and the other modules fill the second worker.
+def _simulated_cluster_modules() -> set[str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return {name for name in os.listdir(here) if name.startswith("test_") and name.endswith(".py")
+            and "pytest.mark.multihost" in open(os.path.join(here, name)).read()}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    cluster_modules = _simulated_cluster_modules()
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "simulated cluster" if os.path.basename(module) in cluster_modules else module
+
+    return ByModule(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("multihost") is None)  # stable otherwise

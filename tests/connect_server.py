@@ -18,8 +18,8 @@ import uuid
 
 import pyspark
 
-from elearn.procs import free_port, popen_child, stop_process
-from elearn.waits import wait_until
+from elearn.cluster.procs import free_port, popen_child, stop_process
+from elearn.cluster.waits import wait_until
 
 
 def missing() -> str | None:

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 
-from elearn.procs import free_port, pid_alive, popen_child, stop_process
+from elearn.cluster.procs import free_port, pid_alive, popen_child, stop_process
 
 
 class MotoS3:

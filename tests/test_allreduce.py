@@ -2,11 +2,9 @@
 TF processes in a barrier stage, a real SIGKILL. The pl_submit fixture checks for orphans."""
 import json
 import os
-import time
 
-import pyspark
 import pytest
-from conftest import job, lines
+from conftest import job, lines, only_java
 
 JOB = job("allreduce_classifier.py")
 ACCURACY = 0.93  # linearly separable labels; 4 epochs reach ~0.98 on held-out rows
@@ -34,40 +32,42 @@ def check_trained(run, out, keras):
     return s
 
 
-@pytest.mark.slow
-def test_tf_keras_classifier_survives_a_frozen_worker_that_stops_heart_beating(pl_submit, tmp_path):
-    """tf_keras on two workers; worker 1's TF process freezes (SIGSTOP: no exit, no heartbeat)
-    in epoch 2 of 4. The group is restarted after --heartbeat-timeout and fit resumes."""
-    out, epochs, marker = tmp_path / "out.jsonl", tmp_path / "epochs.jsonl", tmp_path / "frozen"
-    run = pl_submit(JOB, "--workers", 2, "--arg", "keras=tf_keras", "--arg", f"out={out}",
-                    "--arg", f"epochs_file={epochs}", "--arg", "freeze_at=1:5",
-                    "--arg", f"kill_marker={marker}", "--arg", f"rows={ROWS}",
-                    "--heartbeat-timeout", 8, timeout=600)
-    s = check_trained(run, out, "tf_keras")
-    assert marker.exists(), "worker 1 never reached epoch 2"
-    assert "restart 1/3 of the group: worker 1 stopped heart-beating for " in run.stdout
-    assert [e["epoch"] for e in lines(epochs)] == [0, 1, 1, 2, 3]
-    assert s["restarts"]["total"] == 1
+FAULTS = {  # worker 1's TF process, in epoch 2 of 4: (job args, Keras, the restart's cause)
+    # tf_keras; frozen (no exit, no heartbeat): the group is restarted after --heartbeat-timeout,
+    # which is sized so that a fresh training process starting on a loaded host (load 16 on 2 cores
+    # took it past 8 s) is not taken for a frozen one.
+    "SIGSTOP": (["--arg", "keras=tf_keras", "--arg", "freeze_at=1:5", "--heartbeat-timeout", 20], "tf_keras",
+                "worker 1 stopped heart-beating for "),
+    # Keras 3; killed.
+    "SIGKILL": (["--arg", "kill_at=1:10"], "keras", "worker 1 killed by SIGKILL"),
+}
 
 
-def test_keras3_classifier_survives_a_killed_worker_and_resumes_from_the_last_epoch(pl_submit, tmp_path):
-    """Keras 3 on two workers; worker 1's TF process is SIGKILLed in the middle of epoch 2 of 4."""
-    out, epochs, marker = tmp_path / "out.jsonl", tmp_path / "epochs.jsonl", tmp_path / "killed"
+@pytest.mark.parametrize("fault", [pytest.param("SIGSTOP", marks=pytest.mark.slow), "SIGKILL"])
+def test_a_frozen_or_killed_worker_restarts_the_group_and_fit_resumes_from_the_last_epoch(pl_submit, tmp_path,
+                                                                                       fault):
+    args, keras, cause = FAULTS[fault]
+    out, epochs, marker = tmp_path / "out.jsonl", tmp_path / "epochs.jsonl", tmp_path / "faulted"
     run = pl_submit(JOB, "--workers", 2, "--arg", f"out={out}", "--arg", f"epochs_file={epochs}",
-                    "--arg", "kill_at=1:10", "--arg", f"kill_marker={marker}", "--arg", f"rows={ROWS}",
-                    timeout=900)
-    s = check_trained(run, out, "keras")
-    app_dir = run.app_dirs()[0]
+                    "--arg", f"kill_marker={marker}", "--arg", f"rows={ROWS}", *args, timeout=900)
+    s = check_trained(run, out, keras)
     assert marker.exists(), "worker 1 never reached epoch 2"
-    assert "restart 1/3 of the group: worker 1 killed by SIGKILL" in run.stdout
+    assert f"restart 1/3 of the group: {cause}" in run.stdout
     # Epochs the chief began: 0 and 1 in the first attempt; the second resumes at 1, not 0.
     assert [e["epoch"] for e in lines(epochs)] == [0, 1, 1, 2, 3]
-    assert s["restarts"]["total"] == 1 and s["restarts"]["by_cause"] == {"killed by SIGKILL": 1}
-    # The chief's resumed fit started at epoch 1 (step 41); progress had been reported up to the
-    # end of epoch 0 (step 41, the epoch-1 line is due only after 60 s), so nothing reported was lost.
+    assert s["restarts"]["total"] == 1
+    if fault != "SIGKILL":
+        return
+    app_dir = run.app_dirs()[0]
+    assert s["restarts"]["by_cause"] == {"killed by SIGKILL": 1}
+    # The chief's resumed fit started at epoch 1 (step 41). What it had done of epoch 1 before
+    # worker 1 died (at most 11 steps: up to batch 10), as far as its progress noted it (about
+    # once a second, so none on a fast machine), is what the restart lost.
     (restore,) = [e for e in lines(os.path.join(app_dir, "events.jsonl")) if e["event"] == "restore"]
     assert restore["epoch"] == 1 and restore["step"] == 41 and restore["attempt"] == 1
-    assert s["restarts"]["steps_lost"] == 0
+    noted = [m["step"] for m in lines(os.path.join(app_dir, "metrics.jsonl"))
+             if m["time"] < restore["time"] and isinstance(m.get("step"), int)]
+    assert s["restarts"]["steps_lost"] == max(noted) - 41 <= 11, (noted, s["restarts"])
     # The chief's ctx.report() lines reach the driver's console and the summary.
     last = [ln for ln in run.stdout.splitlines() if "] step 164: " in ln]  # 4 epochs x 41 steps
     assert last and "loss=" in last[-1] and "accuracy=" in last[-1] and s["steps"] == 164
@@ -91,24 +91,22 @@ def test_exhausted_restarts_fail_with_the_workers_last_errors(pl_submit, tmp_pat
 ])
 @pytest.mark.slow
 def test_errors_in_the_jobs_own_code_are_not_retried(pl_submit, job_file, args, error):
-    """Another attempt would fail the same way: the group stops at once, with the traceback."""
-    t0 = time.monotonic()
+    """Another attempt would fail the same way: the group stops at once, with the traceback (no
+    restart: the summary counts none)."""
     run = pl_submit(job(job_file), "--workers", 2, *args, timeout=300)
-    took = time.monotonic() - t0
     assert run.returncode == 1, run.output[-3000:]
     assert "not retried" in run.stderr and error in run.stderr and "Traceback" in run.stderr
     assert "restart 1/" not in run.stdout
     (app_dir,) = run.app_dirs()
     with open(os.path.join(app_dir, "summary.json")) as f:
         assert json.load(f)["restarts"]["total"] == 0
-    assert took < 60, f"took {took:.0f}s"
 
 
-def test_more_workers_than_slots_fail_fast_with_the_arithmetic(pl_submit):
-    run = pl_submit(JOB, "--workers", 3, "--master", "local[2]", timeout=120)
-    assert run.returncode == 1
+def test_more_workers_than_slots_fail_fast_with_the_arithmetic(pl_submit, no_java):
+    """Refused before a SparkSession (or ZooKeeper) is started: no_java checks no JVM ran."""
+    run = pl_submit(JOB, "--workers", 3, "--master", "local[2]", timeout=120, env=only_java(no_java))
+    assert run.returncode == 2, run.output[-2000:]  # refused before starting anything
     assert "needs 3 concurrent tasks (3 workers), but --master local[2] runs 2 at once" in run.output
-    assert f"Spark {pyspark.__version__} on" not in run.stdout  # refused before a SparkSession was built
 
 
 def test_a_ps_mode_job_file_runs_unchanged_in_allreduce_mode(pl_submit, tmp_path):

@@ -12,13 +12,16 @@ import pyarrow as pa
 import pytest
 
 from elearn import SparkTFJob
-from elearn.context import TrainContext
+from elearn.train.context import TrainContext
 from elearn.errors import FeedError
+from elearn.driver.options import SubmitOptions
 from elearn.mpi import AllreduceBackend
 from elearn.ps import PSBackend
-from elearn.runtime.feedspec import FeedInfo, FeedPlan
-from elearn.runtime.feedspec import FeedColumn
-from elearn.runtime.partition import spool_partition
+from elearn.feed.columns import FeedInfo, FeedPlan
+from elearn.feed.columns import FeedColumn
+from elearn.feed.partition import spool_partition
+
+HEARTBEAT = SubmitOptions().heartbeat_timeout  # --heartbeat-timeout's default
 
 COLUMNS = [FeedColumn("id", "scalar", "int64", "bigint").to_dict(),
            FeedColumn("x", "scalar", "float32", "float").to_dict()]
@@ -40,7 +43,7 @@ def spool(tmp_path, sizes):
 def context(feeds, worker, workers):
     import tensorflow as tf
 
-    return TrainContext(strategy=tf.distribute.get_strategy(), backend=AllreduceBackend(workers),
+    return TrainContext(strategy=tf.distribute.get_strategy(), _backend=AllreduceBackend(workers, HEARTBEAT),
                         task_type="worker", task_index=worker, num_workers=workers, num_ps=0,
                         checkpoint_dir="", model_dir="", log_dir="", args={}, feeds=feeds)
 
@@ -70,26 +73,15 @@ def test_endless_stream_keeps_the_step_count_across_epochs(tmp_path):
     assert len(ids) == 3 * 13 * 8 and set(ids) == set(range(100, 110))
 
 
-@pytest.mark.parametrize("backend", [AllreduceBackend(2), PSBackend(1)])
+@pytest.mark.parametrize("backend", [AllreduceBackend(2, HEARTBEAT), PSBackend(1)])
 def test_a_worker_without_rows_is_named(tmp_path, backend):
     """Its dataset would never yield a batch: fit (PS) or the collective (allreduce) would wait."""
     import dataclasses
 
     feeds = spool(tmp_path, [5, 0])
-    ctx = dataclasses.replace(context(feeds, 0, 2), backend=backend)
+    ctx = dataclasses.replace(context(feeds, 0, 2), _backend=backend)
     with pytest.raises(FeedError, match=r"worker\(s\) 1 received no rows of 'train' \(5 rows over 2 workers\)"):
         ctx.dataset_fn(batch_size=4)
-
-
-def test_horovod_runtime_is_refused_at_once_with_what_to_install():
-    import elearn
-    from elearn.errors import ElearnError
-
-    with pytest.raises(ElearnError, match=r"--runtime horovod needs Horovod built against this "
-                       r"TensorFlow.*does not compile against TensorFlow 2.21.*"
-                       r"HOROVOD_WITH_TENSORFLOW=1 pip install --no-build-isolation horovod.*"
-                       r"leave out --runtime"):
-        elearn.submit(elearn.SparkTFJob, runtime="horovod", workers=2)
 
 
 def test_every_worker_restores_the_chiefs_checkpoint_and_only_the_chief_keeps_saves(tmp_path):
@@ -97,14 +89,14 @@ def test_every_worker_restores_the_chiefs_checkpoint_and_only_the_chief_keeps_sa
     it restores is decided by the mode, not by this test."""
     import tensorflow as tf
 
-    from elearn.runtime.feedspec import FeedPlan
-    from elearn.runtime.trainer import make_context
+    from elearn.feed.columns import FeedPlan
+    from elearn.train.trainer import make_context
     from elearn.specs import Attempt, TrainSpec
 
     chief_dir = tmp_path / "checkpoints"
-    spec = TrainSpec(job=b"", backend=AllreduceBackend(2), num_workers=2, num_ps=0,
-                     plan=FeedPlan([], {}), checkpoint_dir=str(chief_dir),
-                     model_dir=str(tmp_path / "model"), log_dir=str(tmp_path / "tb"),
+    spec = TrainSpec(job=b"", backend=AllreduceBackend(2, HEARTBEAT), num_workers=2, num_ps=0,
+                     plan=FeedPlan([], {}), checkpoint_uri=str(chief_dir),
+                     model_uri=str(tmp_path / "model"), log_dir=str(tmp_path / "tb"),
                      app_dir=str(tmp_path))
 
     def ctx(index):

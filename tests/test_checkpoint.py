@@ -2,26 +2,28 @@
 unreadable "latest" (real TF checkpoints, a real process SIGKILLed while it saves)."""
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
+from conftest import run_saver
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from elearn.checkpoint import Checkpointer  # noqa: E402
+from elearn.train.checkpoint import Checkpointer  # noqa: E402
 
 SAVER = r"""
 import sys, numpy as np, tensorflow as tf
-from elearn.checkpoint import Checkpointer
+from elearn.train.checkpoint import Checkpointer
+last = int(sys.argv[2]) or -1  # 0: until killed
 table = tf.Variable(tf.zeros([8_000_000]))  # 32 MB: a save takes long enough to be cut
 ckpt = Checkpointer(sys.argv[1], {"table": table}, every_steps=1, max_to_keep=2)
 step = ckpt.step
-while True:
+while step != last:
     step += 1
     table.assign(tf.fill([8_000_000], float(step)))
     ckpt.save(step)
+    print("saved", step, flush=True)
 """
 
 
@@ -48,25 +50,31 @@ def test_every_steps_and_every_seconds_decide_when_to_save(tmp_path):
     assert again.step == step and again.restored_from == saved
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.7])
-def test_a_process_killed_while_saving_leaves_the_latest_checkpoint_readable(tmp_path, delay):
+def restored(directory):
+    """The step a fresh Checkpointer restores from ``directory``, checked whole."""
     import tensorflow as tf
 
-    directory = str(tmp_path / "ckpt")
-    index = os.path.join(directory, "checkpoint")
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, directory],
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    try:
-        deadline = time.monotonic() + 120
-        while not (os.path.exists(index) and "-2" in open(index).read()):
-            assert proc.poll() is None and time.monotonic() < deadline, "no second checkpoint"
-            time.sleep(0.05)
-        time.sleep(delay)  # a point inside the save loop, not a synchronisation
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(30)
     table = tf.Variable(tf.zeros([8_000_000]))
-    restored = Checkpointer(directory, {"table": table}, every_steps=1)
-    assert restored.step >= 2 and restored.restored_from.endswith(f"-{restored.step}")
+    ckpt = Checkpointer(directory, {"table": table}, every_steps=1)
+    assert ckpt.restored_from.endswith(f"-{ckpt.step}")
     values = table.numpy()
-    assert values.min() == values.max() == float(restored.step)  # the whole table, of that step
+    assert values.min() == values.max() == float(ckpt.step)  # the whole table, of that step
+    return ckpt.step
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.5])
+def test_a_process_killed_while_saving_leaves_the_last_saved_checkpoint_readable(tmp_path, delay):
+    directory = str(tmp_path / "ckpt")
+    code, saved = run_saver([sys.executable, "-c", SAVER, directory, "0"], kill_after=2, delay=delay)
+    assert code == -signal.SIGKILL, (code, saved)   # died of the kill, inside a later save
+    assert saved[:2] == [1, 2], saved
+    # Never older than the last save reported (2, or the one after if it completed meanwhile).
+    step = restored(directory)
+    assert saved[-1] <= step <= saved[-1] + 1, (step, saved)
+
+
+def test_control_a_process_left_to_finish_restores_its_last_step(tmp_path):
+    directory = str(tmp_path / "ckpt")
+    code, saved = run_saver([sys.executable, "-c", SAVER, directory, "3"])
+    assert code == 0 and saved == [1, 2, 3], (code, saved)
+    assert restored(directory) == 3

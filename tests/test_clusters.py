@@ -22,10 +22,10 @@ import uuid
 
 import pyspark
 import pytest
-from conftest import assert_no_orphans, job, tagged_pids
+from conftest import assert_no_orphans, cmdline, job, tagged_pids
 from envbuild import build_runtime_venv
 
-from elearn.procs import free_port
+from elearn.cluster.procs import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_ps_job_on_standalone_cluster_runs_tf_nodes_inside_shipped_venv(pl_submi
             assert os.path.realpath(tf_dir).startswith(shipped + os.sep), line
         # The daemons stopped their TF processes when the application ended.
         deadline = time.monotonic() + 60
-        while any(b"elearn.runtime.tf_server" in _cmdline(p) for p in tagged_pids(standalone.tag)):
+        while any("elearn.runtime.tf_server" in cmdline(p) for p in tagged_pids(standalone.tag)):
             assert time.monotonic() < deadline, "TF node processes outlived the application"
             time.sleep(0.5)
         # Allreduce asks for more workers than the cluster's 3 cores: Spark's barrier check
@@ -143,11 +143,3 @@ def test_ps_job_on_standalone_cluster_runs_tf_nodes_inside_shipped_venv(pl_submi
     finally:
         shutil.rmtree(venv, ignore_errors=True)
         shutil.rmtree(tmp_path / "envs", ignore_errors=True)
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""

@@ -6,7 +6,7 @@ import sys
 
 
 def test_brackets_in_messages_print_literally_on_a_terminal():
-    script = ("from elearn.console import Console\n"
+    script = ("from elearn.driver.console import Console\n"
               "c = Console()\n"
               "assert c._rich is not None, 'not a terminal'\n"
               "c.say('failed: [/x] and [b]bold[/b] stay as written')\n"

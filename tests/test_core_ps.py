@@ -11,8 +11,8 @@ import time
 import pytest
 from conftest import assert_no_orphans, finish, job, lines, start_pl_submit
 
-from elearn.procs import free_port
-from elearn.zookeeper import EmbeddedZooKeeper, connect
+from elearn.cluster.procs import free_port
+from elearn.cluster.zookeeper import EmbeddedZooKeeper, connect
 
 TRUE_W = [2.0, -3.0, 0.5, 1.5]
 TOL = 0.05  # the label noise is 0.01; 4 epochs of Adam land well inside this
@@ -144,21 +144,29 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("args,message", BAD_INPUT, ids=[f"{m[:28]}{a[-1]}" for a, m in BAD_INPUT])
 def test_bad_input_fails_fast_with_clear_message(pl_submit, args, message):
+    """Refused by a check, not found out by a wait: with a register timeout of 600 s, failing
+    within 300 s (start-up on a loaded machine included) means nothing waited for the nodes."""
     t0 = time.monotonic()
-    run = pl_submit(*args, timeout=120)
+    run = pl_submit(*args, "--register-timeout", 600, timeout=400)
     assert run.returncode != 0
     assert message in run.stderr, run.stderr[-3000:]
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 300
 
 
 def test_unreachable_zookeeper_fails_fast_naming_the_address(pl_submit):
+    """pl_submit names the address (a hang would run into the run's timeout); the connection
+    attempt behind it gives up after its 15 s, timed here without Spark's start beside it."""
+    from elearn.errors import ClusterError
+
     port = free_port()
-    t0 = time.monotonic()
     run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 1, "--zk", f"127.0.0.1:{port}",
-                    timeout=120)
+                    timeout=240)
     assert run.returncode != 0
     assert f"cannot reach ZooKeeper at '127.0.0.1:{port}'" in run.stderr
-    assert time.monotonic() - t0 < 45  # the connection timeout (15 s) plus start-up, not a hang
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match=f"cannot reach ZooKeeper at '127.0.0.1:{port}'"):
+        connect(f"127.0.0.1:{port}", timeout=15)
+    assert 15 <= time.monotonic() - t0 < 25
 
 
 @pytest.mark.slow
@@ -170,3 +178,9 @@ def test_long_feature_engineering_is_not_mistaken_for_missing_nodes(pl_submit, t
     assert run.returncode == 0, run.output[-3000:]
     assert lines(out) == [{"rows": 400}]
     assert "preparing the worker feed: stage" in run.stdout
+    # The features (10 s of work per core) kept the nodes from registering for longer than the
+    # 8 s register timeout: the wait outlasted it, and was not taken for missing nodes.
+    (app_dir,) = run.app_dirs()
+    with open(os.path.join(app_dir, "summary.json")) as f:
+        spent = json.load(f)["phases"]
+    assert spent["register"] > 8, spent

@@ -11,12 +11,11 @@ import tarfile
 import time
 import zipfile
 
-import pyspark
 import pytest
-from conftest import job
+from conftest import job, only_java
 from envbuild import base_python
 
-from elearn.envpack import (EnvironmentArchiveError, check_archive, pack_conda, pack_venv,
+from elearn.driver.envpack import (EnvironmentArchiveError, check_archive, pack_conda, pack_venv,
                             resolve_environment)
 
 
@@ -54,14 +53,14 @@ def test_bad_archive_is_refused_with_its_fix(tmp_path, make, message):
     assert message in str(err.value)
 
 
-def test_bad_archive_fails_before_any_spark_job(pl_submit, tmp_path):
+def test_bad_archive_fails_before_any_spark_job(pl_submit, no_java, tmp_path):
+    """Refused before anything starts: neither Spark nor ZooKeeper (both JVMs; no_java checks)."""
     archive = _no_python(tmp_path)
     t0 = time.monotonic()
     run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 1, "--archives", archive,
-                    "--master", "local-cluster[1,2,1024]", timeout=120)
+                    "--master", "local-cluster[1,2,1024]", timeout=120, env=only_java(no_java))
     assert run.returncode != 0
     assert f"--archives {archive}: no bin/python at the top of the archive" in run.stderr
-    assert f"Spark {pyspark.__version__} on" not in run.output and "ZooKeeper" not in run.output  # nothing started
     assert time.monotonic() - t0 < 60
 
 
@@ -162,3 +161,44 @@ def test_environment_definitions_pin_every_runtime_dependency_within_the_project
         for where, pins in (("requirements.txt", venv_pins), ("environment.yml", conda_pins)):
             assert req.name in pins, f"{req.name} is not pinned in envs/{where}"
             assert req.specifier.contains(pins[req.name]), (where, req, pins[req.name])
+
+
+def _pins():
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "envs", "requirements.txt")).read()
+    venv_pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", text, re.M))
+    conda = open(os.path.join(root, "envs", "environment.yml")).read()
+    conda_pins = dict(re.findall(r"^\s+- ([A-Za-z0-9_.-]+)==?([0-9][^\s#]*)", conda, re.M))
+    return root, venv_pins, conda_pins
+
+
+def test_environment_definitions_agree_with_each_other_and_with_a_fresh_install():
+    """envs/requirements.txt is the one list of pins: environment.yml and envs/Dockerfile (shown
+    in docs/environments.md) must say the same, and a fresh install of elearn resolves exactly
+    them, so that executors built from envs/ run what the driver runs (the same pyspark above all)."""
+    import re
+    from importlib.metadata import version
+
+    root, venv_pins, conda_pins = _pins()
+    for name, pin in conda_pins.items():
+        if name in venv_pins:
+            assert pin == venv_pins[name], f"envs/environment.yml pins {name} {pin}, requirements.txt {venv_pins[name]}"
+    missing = set(venv_pins) - set(conda_pins)
+    assert not missing, f"not in envs/environment.yml: {missing}"
+    dockerfile = open(os.path.join(root, "envs", "Dockerfile")).read()
+    (spark,) = re.findall(r"^ARG SPARK_VERSION=(\S+)$", dockerfile, re.M)
+    assert spark == venv_pins["pyspark"], f"envs/Dockerfile builds Spark {spark}; pyspark is pinned {venv_pins['pyspark']}"
+    docs = open(os.path.join(root, "docs", "environments.md")).read()
+    assert "```dockerfile\n" + dockerfile + "```" in docs, "docs/environments.md shows another Dockerfile"
+
+    line = lambda v: tuple(int(p) for p in v.split(".")[:2])
+    installed = version("pyspark")
+    if line(installed) < line(venv_pins["pyspark"]):
+        pytest.skip(f"this suite runs on the older line pyspark {installed} on purpose; envs/ pin the newest")
+    assert installed == venv_pins["pyspark"], (
+        f"a fresh install resolves pyspark {installed}; envs/requirements.txt, environment.yml and "
+        f"Dockerfile pin {venv_pins['pyspark']}: pin {installed} in all three")
+    stale = {name: (pin, version(name)) for name, pin in venv_pins.items() if version(name) != pin}
+    assert not stale, f"pinned (envs/) vs installed: {stale}; pin what a fresh install resolves"

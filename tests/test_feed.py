@@ -21,11 +21,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from conftest import spark_with  # noqa: E402
+from elearn.driver.options import SubmitOptions  # noqa: E402
+from elearn.mpi import AllreduceBackend  # noqa: E402
 from elearn import FeedError, TrainContext, sparse_vectors  # noqa: E402
-from elearn.feed import normalize_frames, plan_feed  # noqa: E402
-from elearn.runtime.feedspec import FeedInfo  # noqa: E402
-from elearn.shares import Coordination  # noqa: E402
-from elearn.zookeeper import EmbeddedZooKeeper  # noqa: E402
+from elearn.feed.plan import normalize_frames, plan_feed  # noqa: E402
+from elearn.feed.columns import FeedInfo  # noqa: E402
+from elearn.feed.shares import Coordination  # noqa: E402
+from elearn.cluster.zookeeper import EmbeddedZooKeeper  # noqa: E402
+
+HEARTBEAT = SubmitOptions().heartbeat_timeout  # --heartbeat-timeout's default
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +48,14 @@ def zookeeper(tmp_path_factory):
 @pytest.fixture
 def shares(zookeeper, request):
     """One application's shares znode: each test deals from a fresh counter."""
-    return Coordination(zookeeper.hosts, [], f"/elearn/test-{request.node.name[:40]}-{os.getpid()}/shares")
+    return Coordination(zookeeper.hosts, None, f"/elearn/test-{request.node.name[:40]}-{os.getpid()}/shares")
 
 
 def spool_frames(frames, workers, root, coordination, chunk_rows=65536) -> dict:
     """What the worker job does, minus the TF server: returns ``{name: FeedInfo}``."""
     import pyarrow as pa
 
-    from elearn.runtime.partition import spool_partition
+    from elearn.feed.partition import spool_partition
 
     frame, plan = plan_feed(normalize_frames(frames), workers, coordination)
 
@@ -69,12 +73,11 @@ def spool_frames(frames, workers, root, coordination, chunk_rows=65536) -> dict:
 
 
 def context(feeds, mode="allreduce", worker=0, workers=None, fill=None) -> TrainContext:
-    from elearn.mpi import AllreduceBackend
     from elearn.ps import PSBackend
 
     n = workers or (len(next(iter(feeds.values())).rows) if feeds else 1)
-    backend = PSBackend(1) if mode == "ps" else AllreduceBackend(n)
-    return TrainContext(strategy=None, backend=backend, task_type="worker", task_index=worker,
+    backend = PSBackend(1) if mode == "ps" else AllreduceBackend(n, HEARTBEAT)
+    return TrainContext(strategy=None, _backend=backend, task_type="worker", task_index=worker,
                         num_workers=n, num_ps=1 if mode == "ps" else 0, checkpoint_dir="",
                         model_dir="", log_dir="", args={}, feeds=feeds, fill=fill or {})
 
@@ -208,6 +211,54 @@ def test_ragged_lists_and_densified_sparse_vectors(spark, tmp_path, shares):
     np.testing.assert_array_equal(batch["v"].numpy(), [[0, 2.5, 0, 0], [1, 0, 0, 3], [0, 0, 0, 0]])
 
 
+def _multi_valued(spark, n):
+    """``tags`` array<string> and ``items`` array<bigint> as multi-valued categorical features:
+    id % 4 tags, id % 3 items; every 5th tags row null, every 9th row's second tag null."""
+    from pyspark.sql import functions as F
+
+    i = F.col("id")
+    tag2 = F.when(i % 9 == 0, None).otherwise(F.concat(F.lit("u"), (i % 7).cast("string")))
+    tags = F.slice(F.array(F.concat(F.lit("t"), i.cast("string")), tag2, F.lit("same")), 1, (i % 4).cast("int"))
+    tags = F.when(i % 5 == 0, None).otherwise(F.when(i % 4 == 3, F.array_append(tags, F.lit("é"))).otherwise(tags))
+    items = F.slice(F.array(i, i * 2, i * 3), 1, (i % 3).cast("int"))
+    return spark.range(n, numPartitions=3).select("id", tags.alias("tags"), items.alias("items"))
+
+
+def _want_tags(i: int, fill: str | None) -> list:
+    if i % 5 == 0:
+        return []
+    tags = [f"t{i}", None if i % 9 == 0 else f"u{i % 7}", "same"][:i % 4] + (["é"] if i % 4 == 3 else [])
+    return [fill if t is None else t for t in tags]
+
+
+def test_multi_valued_string_and_integer_columns_arrive_exactly_once(spark, tmp_path, shares):
+    """array<string> and array<bigint>: each row's values, in order, exactly once over the workers;
+    empty lists stay empty, a null row is empty and a null element takes its fill value; ragged,
+    or padded with empty strings and zeros."""
+    n = 400
+    feeds = spool_frames({"train": _multi_valued(spark, n)}, 2, tmp_path, shares, chunk_rows=64)
+    info = feeds["train"]
+    assert [c.kind for c in info.columns] == ["scalar", "strings", "list"]
+    assert info.nulls["tags"] == n // 5 + sum(1 for i in range(n) if i % 9 == 0 and i % 5 and i % 4 >= 2)
+    with pytest.raises(FeedError, match=r"has nulls in tags \(\d+ nulls\)"):
+        context(feeds).dataset_fn()
+    got = read_all(feeds, fill={"tags": "?"}, ragged=True, shuffle=True, seed=3, batch_size=50)
+    ids = [i for t in got["id"] for i in t.numpy().tolist()]
+    tags = [r for t in got["tags"] for r in t.to_list()]
+    items = [r for t in got["items"] for r in t.to_list()]
+    assert sorted(ids) == list(range(n))  # every row once, over both workers
+    for i, tag_row, item_row in zip(ids, tags, items):
+        assert [t.decode() for t in tag_row] == _want_tags(i, "?"), i
+        assert item_row == [i, 2 * i, 3 * i][:i % 3], i
+    padded = read_all(feeds, fill={"tags": "?"}, shuffle=False, batch_size=64)
+    widths = {t.shape[1] for t in padded["tags"]}
+    assert widths == {4}  # the longest row of the dataset: 3 tags and "é"
+    first = dict(zip(np.concatenate([t.numpy() for t in padded["id"]]).tolist(),
+                     np.concatenate([t.numpy() for t in padded["tags"]]).tolist()))
+    assert [t.decode() for t in first[7]] == _want_tags(7, "?")  # 3 tags and "é": no padding
+    assert [t.decode() for t in first[1]] == ["t1", "", "", ""]  # padded with empty strings
+
+
 def _small_sparse():
     from pyspark.ml.linalg import Vectors
 
@@ -222,6 +273,7 @@ def test_unsupported_types_fail_before_any_spark_job_naming_column_and_type(spar
         "id", F.create_map(F.lit("k"), F.col("id")).alias("attrs"),
         F.struct(F.col("id").alias("a")).alias("pair"),
         F.col("id").cast("decimal(38,10)").alias("amount"),
+        F.array(F.array(F.col("id").cast("string"))).alias("nested"),
         F.array(F.col("id").cast("string")).alias("tags"))
     sc = spark.sparkContext
     sc.setJobGroup("unsupported-check", "no job may run")
@@ -233,9 +285,9 @@ def test_unsupported_types_fail_before_any_spark_job_naming_column_and_type(spar
         sc.setJobGroup("other", "")
     text = str(err.value)
     for needle in ("attrs (map<string,bigint>", "pair (struct<a:bigint>", "amount (decimal(38,10)",
-                   "tags (array<string>"):
+                   "nested (array<array<string>>"):
         assert needle in text, text
-    assert "id (" not in text
+    assert "id (" not in text and "tags (" not in text  # array<string> is fed
 
 
 def test_nulls_are_named_with_counts_and_fill_replaces_them(spark, tmp_path, shares):
@@ -387,15 +439,28 @@ def test_many_ragged_partitions_are_dealt_to_within_one_row(spark, tmp_path, sha
     assert max(r["count"] for r in rr) - min(r["count"] for r in rr) > 2
 
 
+def test_share_keys_land_where_sparks_hash_partitioner_puts_them(spark):
+    """The keys are computed without Spark: each must go to its worker's partition in Spark itself."""
+    from pyspark.sql import functions as F
+
+    from elearn.feed.shares import share_keys
+
+    for workers in (1, 2, 3, 7, 16, 61):
+        keys = share_keys(workers)
+        got = spark.createDataFrame([(k,) for k in keys], "k bigint").repartition(workers, "k") \
+            .select("k", F.spark_partition_id().alias("p")).collect()
+        assert {r.k: r.p for r in got} == {k: w for w, k in enumerate(keys)}, workers
+
+
 def test_a_rerun_partition_deals_its_rows_as_the_first_attempt_did(spark, shares):
     """A map task Spark reruns (executor loss) sees its rows in another order; it must still send
     each row to the same worker, or that row would be fed twice and another never."""
     from pyspark.sql import functions as F
 
-    from elearn.shares import KEY, deal, share_keys
+    from elearn.feed.shares import KEY, deal, share_keys
 
     workers = 3
-    keys = share_keys(spark, workers)
+    keys = share_keys(workers)
     assert len(set(keys)) == workers
     src = spark.range(0, 1_000, numPartitions=5).select("id", (F.col("id") % 7).alias("g"))
 
@@ -463,8 +528,8 @@ def test_sparse_vectors_rejects_non_vector_columns(spark):
 def test_a_partition_failing_half_way_leaves_no_spool(tmp_path):
     import pyarrow as pa
 
-    from elearn.runtime.feedspec import FeedPlan
-    from elearn.runtime.partition import spool_dir, spool_partition
+    from elearn.feed.columns import FeedPlan
+    from elearn.feed.partition import spool_dir, spool_partition
 
     plan = FeedPlan(["train"], {"train": [{"name": "x", "kind": "scalar", "dtype": "float32",
                                            "source": "float"}]})
@@ -497,7 +562,7 @@ def _encoding_table(n=8):
 
 
 def _encoding_columns():
-    from elearn.runtime.feedspec import FeedColumn
+    from elearn.feed.columns import FeedColumn
 
     return [FeedColumn("id", "scalar", "int64", "bigint"), FeedColumn("s", "string", "object", "string"),
             FeedColumn("blob", "string", "object", "binary"),
@@ -506,7 +571,7 @@ def _encoding_columns():
 
 
 def _spool(directory, table, chunk_rows=4):
-    from elearn.runtime.spool import SpoolWriter
+    from elearn.feed.spool import SpoolWriter
 
     writer = SpoolWriter(str(directory), _encoding_columns(), chunk_rows)
     for batch in table.to_batches():  # one batch: each chunk is a slice of it, at an offset
@@ -516,7 +581,7 @@ def _spool(directory, table, chunk_rows=4):
 
 def _read(directory, meta, **kwargs):
     """Every row of the spool in one batch, as numpy/lists."""
-    from elearn.runtime.reader import spool_dataset
+    from elearn.feed.reader import spool_dataset
 
     ds = spool_dataset(str(directory), meta["chunks"], _encoding_columns(), batch_size=1 << 20,
                        list_lengths=meta["list_lengths"], **kwargs)
@@ -569,7 +634,7 @@ def test_shuffled_spool_rows_keep_their_strings_and_arrays(tmp_path):
 def test_empty_spool_and_a_chunk_of_empty_strings_read_back(tmp_path):
     import pyarrow as pa
 
-    from elearn.runtime.spool import SpoolWriter
+    from elearn.feed.spool import SpoolWriter
 
     writer = SpoolWriter(str(tmp_path / "empty"), _encoding_columns())
     meta = writer.close()

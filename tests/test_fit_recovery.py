@@ -5,52 +5,16 @@ import json
 import math
 import os
 import signal
-import time
 
 import pytest
-from conftest import assert_no_orphans, finish, job, lines, start_pl_submit, tagged_pids
+from conftest import assert_no_orphans, finish, job, lines, start_pl_submit, tf_node, timed_out, trainer
+
+from elearn.cluster.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
 ROWS, BATCH, EPOCHS = 8000, 50, 12
 ACCURACY = 0.93
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def environ(pid):
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def ps_server(tag):
-    return next((p for p in tagged_pids(tag) if "elearn.runtime.tf_server" in cmdline(p)
-                 and '"role": "ps", "index": 0' in environ(p)), None)
-
-
-def worker_trainer(tag, index):
-    want = f'"task": {{"type": "worker", "index": {index}}}'
-    return next((p for p in tagged_pids(tag) if "elearn.runtime.trainer" in cmdline(p)
-                 and want in environ(p)), None)
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("mode", ["ps", "allreduce"])
@@ -70,10 +34,11 @@ def test_a_plain_fit_resumes_after_its_last_checkpoint_when_a_node_is_killed(tmp
     def saved():
         return [e for e in lines(events) if e.get("event") == "checkpoint" and "fit-0" in e["path"]]
 
-    wait_for(lambda: len(saved()) >= 3 or run.proc.poll() is not None, 600, "three epoch checkpoints")
+    wait_until(lambda: len(saved()) >= 3 or run.proc.poll() is not None,
+               600, on_timeout=timed_out("three epoch checkpoints"))
     assert run.proc.poll() is None, "training ended before the fault could be injected"
     before = len(saved())
-    victim = ps_server(run.tag) if mode == "ps" else worker_trainer(run.tag, 1)
+    victim = tf_node(run.tag, "ps", 0) if mode == "ps" else trainer(run.tag, 1)
     assert victim, "the process to kill was not found"
     os.kill(victim, signal.SIGKILL)
     finish(run, timeout=900)

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
 START = r"""
 import json, os, sys
 from pyspark import SparkContext
-from elearn.jvmcache import fresh_jvm_class_cache
-from elearn.session import build_session
+from elearn.driver.jvmcache import fresh_jvm_class_cache
+from elearn.driver.session import build_session
 
 cache = fresh_jvm_class_cache({})
 spark = build_session("jvmcache-test", "local[1]", {}, class_cache=cache)
@@ -60,7 +60,7 @@ def test_archive_written_then_used_and_a_damaged_one_is_replaced(tmp_path):
 
 
 def test_off_switch(tmp_path, monkeypatch):
-    from elearn.jvmcache import SparkClassCache
+    from elearn.driver.jvmcache import SparkClassCache
 
     monkeypatch.setenv("ELEARN_JVM_CACHE", "off")
     cache = SparkClassCache({})
@@ -68,26 +68,28 @@ def test_off_switch(tmp_path, monkeypatch):
 
 
 def test_first_run_prints_no_jvm_warnings_leaves_nothing_and_the_cache_stays_bounded(tmp_path, pl_submit):
-    """The first submit on a machine writes the archive: its console has no CDS lines and nothing
-    of it is alive half a second after pl_submit exits. Archives of other installs (another
-    driver class path changes the fingerprint as another pyspark or Java would) are pruned to
-    the cache's bound, the most recently used kept."""
+    """The first submit on a machine writes the archive: its console has no CDS lines, and the
+    archive is in place the moment pl_submit exits (it is moved there only after the dumping JVM
+    exited: pl_submit waited for it rather than leaving it to dump on its own); nothing of the
+    run outlives it. Archives of other installs (another driver class path changes the
+    fingerprint as another pyspark or Java would) are pruned to the cache's bound, the most
+    recently used kept."""
     from conftest import job
 
-    from elearn.jvmcache import KEEP
+    from elearn.driver.jvmcache import KEEP
 
     cache = tmp_path / "jvm-cache"
     cache.mkdir()
     run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 1, "--arg", "rows=2000",
-                    "--arg", "epochs=1", env={"ELEARN_JVM_CACHE": str(cache)}, check_orphans=False)
+                    "--arg", "epochs=1", env={"ELEARN_JVM_CACHE": str(cache)}, check_orphans=False, timeout=600)
     assert run.returncode == 0, run.output[-3000:]
     assert "first start of this Spark on this machine" in run.stdout
+    first = sorted(p.name for p in cache.glob("spark-driver-*.jsa"))
+    assert len(first) == 1 and not list(cache.glob("*.tmp")), sorted(os.listdir(cache))
     assert "[cds]" not in run.output and "[warning]" not in run.output
     from conftest import assert_no_orphans
 
-    assert_no_orphans(run.tag, timeout=0.5)
-    first = sorted(p.name for p in cache.glob("spark-driver-*.jsa"))
-    assert len(first) == 1
+    assert_no_orphans(run.tag)
     for extra in ("a", "b"):
         env = {**os.environ, "ELEARN_JVM_CACHE": str(cache)}
         script = START.replace("fresh_jvm_class_cache({})",

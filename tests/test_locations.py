@@ -1,25 +1,24 @@
 """Locations given as URIs: refused before Spark starts when they cannot be served, and checkpoints
 stored in S3 that survive their uploader being SIGKILLed (a real moto S3 server, real TF saves)."""
-import os
 import signal
-import stat
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import PL_SUBMIT, job
+from conftest import PL_SUBMIT, job, run_saver
 from s3server import MotoS3, with_env
 
 SAVER = r"""
 import os, sys, tensorflow as tf
-from elearn.checkpoint import Checkpointer
-from elearn.runtime.outputs import CheckpointStore, reach
+from elearn.train.checkpoint import Checkpointer
+from elearn.train.outputs import CheckpointStore, reach
 store = CheckpointStore(reach(sys.argv[1], sys.argv[2]))
+last = int(sys.argv[3]) or -1  # 0: until killed
 table = tf.Variable(tf.zeros([4_000_000]))  # 16 MB: an upload takes long enough to be cut
 ckpt = Checkpointer(store, {"table": table}, every_steps=1, max_to_keep=2, announce=False)
 step = ckpt.step
-while True:
+while step != last:
     step += 1
     table.assign(tf.fill([4_000_000], float(step)))
     ckpt.save(step)
@@ -38,44 +37,39 @@ def s3(tmp_path_factory):
     server.stop()
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
-def test_an_uploader_killed_mid_upload_leaves_the_previous_checkpoint_restorable(s3, tmp_path, delay):
+def restored_step(uri, tmp_path):
+    """The step of the latest checkpoint stored at ``uri``, read back whole by a fresh process."""
     import tensorflow as tf
 
-    from elearn.runtime.outputs import CheckpointStore, reach
+    from elearn.train.outputs import CheckpointStore, reach
 
-    uri = f"s3://ckpt/killed-{str(delay).replace('.', '-')}"
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, uri, str(tmp_path / "staging")],
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().startswith("stored 1")   # one checkpoint is complete in S3
-        time.sleep(delay)  # the fault's timing: somewhere in a later save or its upload
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     fetched = CheckpointStore(reach(uri, str(tmp_path / "fresh"))).fetch_latest()
     assert fetched is not None
     table, step = tf.Variable(tf.zeros([4_000_000])), tf.Variable(0, dtype=tf.int64)
     tf.train.Checkpoint(table=table, elearn_step=step).restore(fetched).assert_existing_objects_matched()
     values = table.numpy()
-    assert int(step.numpy()) >= 1 and values.min() == values.max() == float(step.numpy())
+    assert values.min() == values.max() == float(step.numpy())  # the whole table, of that step
+    return int(step.numpy())
 
 
-@pytest.fixture
-def no_java(tmp_path):
-    """A ``java`` on PATH that records being run: proof that nothing started a JVM."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    marker = tmp_path / "java-was-run"
-    fake = bin_dir / "java"
-    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
-    env.update(PATH=f"{bin_dir}:{env['PATH']}", ELEARN_HOME=str(tmp_path / "home"))
-    yield env
-    assert not marker.exists(), "a JVM was started"
+@pytest.mark.parametrize("delay", [0.0, 1.0])
+def test_an_uploader_killed_mid_upload_leaves_the_last_stored_checkpoint_restorable(s3, tmp_path, delay):
+    uri = f"s3://ckpt/killed-{str(delay).replace('.', '-')}"
+    code, stored = run_saver([sys.executable, "-c", SAVER, uri, str(tmp_path / "staging"), "0"],
+                             kill_after=2, delay=delay)
+    assert code == -signal.SIGKILL, (code, stored)   # died of the kill, inside a later save
+    assert stored[:2] == [1, 2], stored
+    # Never older than the last checkpoint reported stored (2 or the one after, if it completed).
+    step = restored_step(uri, tmp_path)
+    assert step >= stored[-1] and step <= stored[-1] + 1, (step, stored)
+
+
+def test_control_an_uploader_left_to_finish_restores_its_last_step(s3, tmp_path):
+    """The same saver, not killed: it exits by itself after step 3, which is what is restored.
+    With max_to_keep 2, steps 1 and 2 were stored and dropped on the way."""
+    code, stored = run_saver([sys.executable, "-c", SAVER, "s3://ckpt/finished", str(tmp_path / "staging"), "3"])
+    assert code == 0 and stored == [1, 2, 3], (code, stored)
+    assert restored_step("s3://ckpt/finished", tmp_path) == 3
 
 
 @pytest.mark.parametrize("flag, uri, message", [

@@ -22,14 +22,19 @@ import uuid
 
 import pyspark
 import pytest
-from cluster_runs import (S3OnEdge, environ_has, lines_on, node_hosts, start_on, submit_on,
-                          tf_processes, wait_for)
-from conftest import ROOT, job
+from cluster_runs import S3OnEdge, environ_has, lines_on, node_hosts, start_on, submit_on, tf_processes
+from conftest import ROOT, job, lines, timed_out
 from simcluster import SimCluster, require, sweep
+from test_fm_job import TRAINING as FM_TRAINING
+from test_fm_job import check_evaluation
+
+from elearn.cluster.peers import PEER_TIMEOUT
+from elearn.cluster.waits import wait_until
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(1500)]
 
 TRUE_W = [2.0, -3.0, 0.5, 1.5]
+QUICKSTART_W, QUICKSTART_B = [2.0, -3.0, 0.5], 1.0  # examples/quickstart's data
 QUICKSTART = os.path.join(ROOT, "examples", "quickstart", "linear_job.py")
 SAMPLE = os.path.join(os.path.dirname(pyspark.__file__), "data", "mllib", "als", "sample_movielens_ratings.txt")
 
@@ -68,10 +73,44 @@ def master(cluster):
     return ["--master", cluster.master_url, "--register-timeout", 600]
 
 
-def load_model(path):
+def short_register_timeout(cluster, seconds: float) -> list:
+    """``--register-timeout seconds`` for a run that tests what the nodes do within it, once every
+    host's executor is up: Spark schedules nothing before all the cluster's cores registered
+    (``minRegisteredResourcesRatio`` of ``spark.cores.max``), so executor JVMs starting slowly on a
+    loaded machine do not count against it (they took over 10 s here at times)."""
+    cores = cluster.cores * len(cluster.hosts)
+    return ["--master", cluster.master_url, "--register-timeout", seconds,
+            "--conf", f"spark.cores.max={cores}", "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+            "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=300s"]
+
+
+def serve(path, inputs: dict):
+    """The SavedModel at ``path`` called through its serving signature, in plain TensorFlow, on
+    ``{input name: 1-D float array}``; its one output as a NumPy array."""
     import tensorflow as tf
 
-    return tf.saved_model.load(path)
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    (out,) = fn(**{k: tf.constant(v, tf.float32) for k, v in inputs.items()}).values()
+    return out.numpy()
+
+
+def assert_linear(path, weights, bias):
+    """The exported regression predicts ``x . weights + bias``."""
+    import numpy as np
+
+    x = np.random.default_rng(3).uniform(0, 1, (64, len(weights))).astype(np.float32)
+    got = serve(path, {f"x{i}": x[:, i] for i in range(len(weights))}).ravel()
+    np.testing.assert_allclose(got, x @ np.array(weights, np.float32) + bias, atol=0.1)
+
+
+def classifier_accuracy(path, weights, threshold=0.0):
+    """Accuracy of the exported two-class classifier (inputs f0..fN, logits) against the rule
+    that labelled its training data: ``x . weights > threshold``."""
+    import numpy as np
+
+    x = np.random.default_rng(5).uniform(-1, 1, (2000, len(weights))).astype(np.float32)
+    logits = serve(path, {f"f{i}": x[:, i] for i in range(len(weights))})
+    return float(np.mean(np.argmax(logits, axis=1) == (x @ np.array(weights, np.float32) > threshold)))
 
 
 def assert_nodes_logged(app_dir, names):
@@ -90,14 +129,18 @@ def test_quickstart_ps_mode_exports_to_the_edge_and_brings_every_log_home(cluste
                                    *master(cluster)], str(tmp_path / "home"))
     assert run.returncode == 0, run.output[-4000:]
     app_dir = run.app_dir("mh-ps")
-    model = load_model(os.path.join(app_dir, "model"))  # on the edge host, with plain TensorFlow
-    assert model.signatures["serving_default"] is not None
+    assert_linear(os.path.join(app_dir, "model"), QUICKSTART_W, QUICKSTART_B)  # on the edge host
     assert_nodes_logged(app_dir, ["ps-0", "worker-0", "worker-1"])
     # The nodes ran on the worker hosts, and the console names the address they reached us at.
     assert "nodes registered 3/3 on h" in run.stdout
     assert f"ZooKeeper: embedded server at {cluster.edge.address}:" in run.stdout \
         or "ZooKeeper: embedded server at edge:" in run.stdout
-    assert "learned weights" in run.stdout  # train's output, from the coordinator
+    # train's output, from the coordinator: "learned weights [..] bias b".
+    learned = re.search(r"learned weights \[([^\]]*)\] bias (\S+)", run.stdout)
+    assert learned, run.stdout[-3000:]
+    weights = [float(w) for w in learned.group(1).split(",")] + [float(learned.group(2))]
+    for got, want in zip(weights, QUICKSTART_W + [QUICKSTART_B], strict=True):
+        assert abs(got - want) < 0.1, weights
 
 
 def test_keras3_allreduce_job_with_its_own_modules_and_py_files(cluster, tmp_path):
@@ -145,7 +188,7 @@ def test_keras3_allreduce_job_with_its_own_modules_and_py_files(cluster, tmp_pat
     assert run.returncode == 0, run.output[-4000:]
     assert "chief says: the sibling module travelled" in run.stdout
     app_dir = run.app_dir("mh-ar")
-    assert load_model(os.path.join(app_dir, "model")) is not None
+    assert classifier_accuracy(os.path.join(app_dir, "model"), [1.5, -2.0, 1.0, 0.5]) > 0.9
     assert sorted(os.listdir(os.path.join(app_dir, "checkpoints", "fit-0"))) and \
         os.path.exists(os.path.join(app_dir, "checkpoints", "fit-0", "checkpoint"))
     assert_nodes_logged(app_dir, ["worker-0", "worker-1"])
@@ -162,9 +205,9 @@ def test_fm_example_with_two_ps_from_a_folder_only_the_edge_has(cluster, tmp_pat
     folder = shutil.copytree(os.path.join(ROOT, "examples", "fm_movielens"), str(tmp_path / "fm"))
     out = tmp_path / "fm.jsonl"
     run = submit_on(cluster.edge, [os.path.join(folder, "fm_job.py"), "--ps", 2, "--workers", 2,
-                                   "--app-name", "mh-fm", "--arg", f"data={SAMPLE}", "--arg", "epochs=2",
-                                   "--arg", "batch_size=128", "--arg", "shard_kib=1", "--arg", "als_iter=3",
-                                   "--arg", f"out={out}", *master(cluster)], str(tmp_path / "home"), timeout=1200)
+                                   "--app-name", "mh-fm", "--arg", f"data={SAMPLE}", *FM_TRAINING,
+                                   "--arg", "shard_kib=1", "--arg", f"out={out}", *master(cluster)],
+                   str(tmp_path / "home"), timeout=1200)
     assert run.returncode == 0, run.output[-4000:]
     got = {e["event"]: e for e in map(json.loads, out.read_text().splitlines())}
     assert got["train"]["rows"] == 1369 and got["train"]["mode"] == "ps"
@@ -174,8 +217,7 @@ def test_fm_example_with_two_ps_from_a_folder_only_the_edge_has(cluster, tmp_pat
     assert {s["device"] for s in parts} == {"/job:ps/replica:0/task:0/device:CPU:0",
                                             "/job:ps/replica:0/task:1/device:CPU:0"}
     assert len(parts) == 2 and sum(s["shape"][0] for s in parts) == 30
-    evaluation = got["evaluation"]
-    assert 0 < evaluation["elearn FM"] < 1.5 * evaluation["global mean"], evaluation
+    check_evaluation(got, below_mean=False)  # PS mode: the loss fell; the RMSE is only sane (see there)
     assert "validation RMSE on 132 ratings" in run.stdout
 
 
@@ -186,16 +228,17 @@ def test_nodes_that_cannot_reach_zookeeper_fail_naming_the_address(cluster, tmp_
     with open(tmp_path / "zk.log", "wb") as log:
         zk = cluster.edge.popen([sys.executable, "-c", textwrap.dedent(f"""
             import time
-            from elearn.zookeeper import EmbeddedZooKeeper
+            from elearn.cluster.zookeeper import EmbeddedZooKeeper
             EmbeddedZooKeeper("/tmp/zk-unreachable", port={port}).start()
             time.sleep(3600)
         """)], env={"PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: cluster.edge.can_connect("127.0.0.1", port), 120, "ZooKeeper on the edge")
+        wait_until(lambda: cluster.edge.can_connect("127.0.0.1", port), 120,
+                   on_timeout=timed_out("ZooKeeper on the edge"))
         t0 = time.monotonic()
         run = submit_on(cluster.edge, [job("linear_fit.py"), "--ps", 1, "--workers", 1, "--app-name", "mh-zk",
-                                       "--zk", f"127.0.0.1:{port}", "--master", cluster.master_url,
-                                       "--register-timeout", 30], str(tmp_path / "home"), timeout=600)
+                                       "--zk", f"127.0.0.1:{port}", *short_register_timeout(cluster, 30)],
+                       str(tmp_path / "home"), timeout=600)
         took = time.monotonic() - t0
     finally:
         os.killpg(zk.pid, signal.SIGKILL)
@@ -211,7 +254,7 @@ def test_nodes_that_cannot_reach_the_drivers_file_service_fail_naming_the_addres
     before anything else and fails within the register timeout, naming the address and the fix."""
     t0 = time.monotonic()
     run = submit_on(cluster.edge, [job("allreduce_nofeed.py"), "--workers", 2, "--app-name", "mh-nofiles",
-                                   "--master", cluster.master_url, "--register-timeout", 10],
+                                   *short_register_timeout(cluster, 10)],
                     str(tmp_path / "home"), env={"ELEARN_HOST": "127.0.0.1"}, timeout=600)
     took = time.monotonic() - t0
     assert run.returncode == 1, run.output[-4000:]
@@ -227,7 +270,7 @@ def test_a_file_mount_missing_on_the_worker_hosts_is_refused_before_training(clu
     the job fails before any training, naming the host and the fix. Nothing lands on the hosts'
     local disks and the driver's mark is removed."""
     shared = cluster.shared_dir
-    workers = [h for h in cluster.all_hosts if h.is_worker]
+    workers = cluster.hosts
     for h in workers:
         h.hide(shared)
     try:
@@ -256,7 +299,7 @@ def test_a_file_mount_missing_on_the_worker_hosts_is_refused_before_training(clu
 def worker_hosts_isolated(cluster):
     """No worker host reaches another (a firewall between them); all still reach the edge, where
     the Spark master, the driver and ZooKeeper run."""
-    workers = [h for h in cluster.all_hosts if h.is_worker]
+    workers = cluster.hosts
     pairs = [(a, b) for a in workers for b in workers if a is not b]
     for a, b in pairs:
         a.block(b.address)
@@ -268,13 +311,23 @@ def worker_hosts_isolated(cluster):
 
 
 def submit_isolated(cluster, tmp_path, args):
-    """``pl_submit args`` on the edge while the worker hosts cannot reach each other, with a 20 s
-    register timeout; the run and how long it took."""
+    """``pl_submit args`` on the edge while the worker hosts cannot reach each other, with a
+    ``REGISTER`` s register timeout; the run and how long it took."""
     with worker_hosts_isolated(cluster):
         t0 = time.monotonic()
-        run = submit_on(cluster.edge, [*args, "--master", cluster.master_url, "--register-timeout", 20],
+        run = submit_on(cluster.edge, [*args, *short_register_timeout(cluster, REGISTER)],
                         str(tmp_path / "home"), timeout=600)
         return run, time.monotonic() - t0
+
+
+# --register-timeout of the runs above: each probe of a peer gives up after it, well before
+# PEER_TIMEOUT (30 s); the rest of the phase around the probes took 7.5 s at a load of 28.
+REGISTER = 10
+
+
+def phases(run, app_id):
+    with open(os.path.join(run.app_dir(app_id), "summary.json")) as f:
+        return json.load(f)["phases"]
 
 
 PEER = r"(worker[: ]\d) on (h\d) cannot reach (ps:0|worker \d) at (10\.[\d.]+:\d+) \((PermissionError|TimeoutError|OSError)"
@@ -282,7 +335,7 @@ PEER = r"(worker[: ]\d) on (h\d) cannot reach (ps:0|worker \d) at (10\.[\d.]+:\d
 
 def assert_blocked_between_hosts(cluster, found):
     """Each named failure is a worker host that could not reach another worker host."""
-    workers = {h.address for h in cluster.all_hosts if h.is_worker}
+    workers = {h.address for h in cluster.hosts}
     for who, host, peer, address, _ in found:
         assert address.split(":")[0] in workers - {cluster.host(host).address}, (who, host, peer, address)
 
@@ -299,7 +352,10 @@ def test_allreduce_workers_that_cannot_reach_each_other_fail_naming_who_and_wher
     assert found, run.stderr[-3000:]
     assert_blocked_between_hosts(cluster, found)
     assert "allow TCP between the executors' hosts" in run.stderr
-    assert took < 240, f"took {took:.0f}s"
+    # Registered, every worker probed its peers for the register timeout, the stage failed: all
+    # in the phase after registration, which a probe running on to PEER_TIMEOUT would outlast.
+    spent = phases(run, "mh-noreach-ar")
+    assert REGISTER <= spent["train"] < PEER_TIMEOUT, (spent, took)
 
 
 def test_ps_workers_that_cannot_reach_the_parameter_server_fail_naming_it(cluster, tmp_path):
@@ -314,14 +370,16 @@ def test_ps_workers_that_cannot_reach_the_parameter_server_fail_naming_it(cluste
             def train(self, ctx):
                 raise AssertionError("train must not start on a cluster that cannot form")
     """))
-    run, took = submit_isolated(cluster, tmp_path, [code, "--ps", 1, "--workers", 3, "--app-name", "mh-noreach-ps"])
+    run, _ = submit_isolated(cluster, tmp_path, [code, "--ps", 1, "--workers", 3, "--app-name", "mh-noreach-ps"])
     assert run.returncode == 1, run.output[-4000:]
     assert "the TF cluster cannot form" in run.stderr, run.output[-4000:]
     found = re.findall(PEER, run.stderr)
     assert found and {peer for _, _, peer, _, _ in found} == {"ps:0"}, run.stderr[-3000:]
     assert_blocked_between_hosts(cluster, found)
     assert "train must not start" not in run.output
-    assert took < 300, f"took {took:.0f}s"
+    # The probes' deadline is bounded in the allreduce test above (the same probe, given the
+    # register timeout in both modes); in PS mode a failed run's phases do not separate the probes
+    # from the TF servers' start (both fall after the last mark, into "teardown").
 
 
 # -- faults -------------------------------------------------------------------------------------
@@ -333,33 +391,42 @@ def recover_args(tmp_path, app, *extra, steps=400, pause=0.4):
                    *[a for k, p in files.items() for a in ("--arg", f"{k}={p}")], *extra]
 
 
-def read(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def assert_learned(files):
-    (out,) = read(files["out"])
+    (out,) = lines(files["out"])
     for got, want in zip(out["w"], TRUE_W):
         assert abs(got - want) < 0.1, out
+    assert abs(out["b"] - 1.0) < 0.1, out
+
+
+def progress_until(run, files, what, check, timeout=600):
+    """Wait for ``check(progress records)`` while the run is alive; the records. A run that ended
+    first fails here: the fault that follows would hit nothing."""
+    def seen():
+        assert run.proc.poll() is None, f"pl_submit exited before {what}:\n{run.finish(60).output[-3000:]}"
+        return check(lines(files["progress"]))
+
+    wait_until(seen, timeout, on_timeout=timed_out(what))
+    return lines(files["progress"])
 
 
 def test_a_worker_hosts_network_cut_longer_than_its_session_is_survived(cluster, tmp_path):
     # Slow rounds (about a minute of training): the cut must end while training still runs.
     files, args = recover_args(tmp_path, "mh-cut", *master(cluster), steps=800, pause=1.0)
     run = start_on(cluster.edge, args, str(tmp_path / "home"))
-    wait_for(lambda: any(r.get("step", 0) >= 60 for r in read(files["progress"])) or run.proc.poll() is not None,
-             600, "training to start")
+    progress_until(run, files, "training to start", lambda rs: any(r.get("step", 0) >= 60 for r in rs))
     placed = node_hosts(cluster, run, "mh-cut")
     ps_hosts = {h for n, h in placed.items() if n.startswith("ps")}
     victim_node, victim = next((n, h) for n, h in sorted(placed.items())
                                if n.startswith("worker") and h not in ps_hosts)
     host = cluster.host(victim)
     host.link_down()
-    time.sleep(25)  # the fault itself: longer than the node's 15 s ZooKeeper session
-    host.link_up()
+    try:  # the fault itself: cut until ZooKeeper expired the node's session and dropped its znode
+        wait_until(lambda: victim_node not in node_hosts(cluster, run, "mh-cut"), 120, interval=1.0,
+                   on_timeout=timed_out(f"{victim_node}'s ZooKeeper session to expire"))
+        steps = [r["step"] for r in lines(files["progress"]) if "step" in r]
+        assert run.proc.poll() is None and max(steps) < 800, steps  # training still runs
+    finally:
+        host.link_up()
     run.finish(900)
     assert run.returncode == 0, run.output[-4000:]
     assert_learned(files)
@@ -369,8 +436,7 @@ def test_a_worker_hosts_network_cut_longer_than_its_session_is_survived(cluster,
 def test_a_ps_hosts_processes_all_killed_train_resumes_from_the_checkpoint_on_the_edge(cluster, tmp_path):
     files, args = recover_args(tmp_path, "mh-pskill", *master(cluster))
     run = start_on(cluster.edge, args, str(tmp_path / "home"))
-    wait_for(lambda: any(r.get("saved") for r in read(files["progress"])) or run.proc.poll() is not None,
-             600, "a first checkpoint")
+    progress_until(run, files, "a first checkpoint", lambda rs: any(r.get("saved") for r in rs))
     placed = node_hosts(cluster, run, "mh-pskill")
     host = cluster.host(placed["ps:0"])
     host.kill_all()          # its Spark worker, executor, Python workers and TF processes
@@ -380,9 +446,9 @@ def test_a_ps_hosts_processes_all_killed_train_resumes_from_the_checkpoint_on_th
         host.start_worker()  # the host comes back for the tests after this one
     assert run.returncode == 0, run.output[-4000:]
     assert_learned(files)
-    starts = [r for r in read(files["progress"]) if "start" in r]
+    starts = [r for r in lines(files["progress"]) if "start" in r]
     assert len(starts) >= 2 and starts[-1]["start"] > 0, starts  # resumed, not from the beginning
-    saved_before = [r["step"] for r in read(files["progress"]) if r.get("saved")]
+    saved_before = [r["step"] for r in lines(files["progress"]) if r.get("saved")]
     assert starts[-1]["start"] in saved_before
     ckpt = os.path.join(run.app_dir("mh-pskill"), "checkpoints")
     assert os.path.exists(os.path.join(ckpt, "checkpoint"))  # the edge's disk held them
@@ -394,8 +460,9 @@ def test_ps_mode_on_s3_resumes_after_a_ps_loss_and_predict_scores_from_s3(cluste
     files, args = recover_args(tmp_path, "mh-s3", "--checkpoint-dir", "s3://elearn/ps/ckpt",
                                "--model-dir", "s3://elearn/ps/model", *s3.executor_conf(), *master(cluster))
     run = start_on(cluster.edge, args, str(tmp_path / "home"), env=s3.env())
-    wait_for(lambda: "checkpoint" in s3.listing("s3://elearn/ps/ckpt") or run.proc.poll() is not None,
-             600, "a checkpoint stored in S3", interval=3)
+    wait_until(lambda: "checkpoint" in s3.listing("s3://elearn/ps/ckpt") or run.proc.poll() is not None, 600,
+               on_timeout=timed_out("a checkpoint stored in S3"), interval=3)
+    assert run.proc.poll() is None, run.finish(60).output[-3000:]  # the fault hits a running application
     ((_, pid),) = [(h, p) for h, p in tf_processes(cluster, "elearn.runtime.tf_server")
                    if environ_has(p, '"role": "ps"')]
     os.kill(pid, signal.SIGKILL)
@@ -403,7 +470,7 @@ def test_ps_mode_on_s3_resumes_after_a_ps_loss_and_predict_scores_from_s3(cluste
     assert run.returncode == 0, run.output[-4000:]
     assert_learned(files)
     assert "restart 1/3: ps:0" in run.stdout
-    starts = [r for r in read(files["progress"]) if "start" in r]
+    starts = [r for r in lines(files["progress"]) if "start" in r]
     assert len(starts) == 2 and starts[-1]["start"] > 0 and starts[-1]["restored"], starts
     with open(os.path.join(run.app_dir("mh-s3"), "summary.json")) as f:
         restarts = json.load(f)["restarts"]
@@ -444,7 +511,7 @@ def test_allreduce_mode_keeps_checkpoints_and_the_application_in_s3_and_the_mode
     assert run.returncode == 0, run.output[-4000:]
     stored = s3.listing("s3://elearn/ar/ckpt")
     assert "fit-0/checkpoint" in stored and any(k.startswith("fit-0/ckpt-") for k in stored), stored
-    assert load_model(f"{shared}/ar-model") is not None
+    assert classifier_accuracy(f"{shared}/ar-model", [1.5, -2.0, 1.0, 0.5, -1.0, 2.5], threshold=0.2) > 0.9
     assert f"model: file://{shared}/ar-model" in run.stdout
     app = s3.listing("s3://elearn/ar/work/mh-s3ar")
     assert {"summary.json", "events.jsonl", "nodes/logs/worker-0.log", "nodes/logs/worker-1.log"} <= set(app), app
@@ -467,16 +534,18 @@ def test_the_driver_killed_then_the_same_command_on_another_host_resumes_from_s3
             "--arg", "out=/tmp/rerun-out.jsonl", "--checkpoint-dir", "s3://elearn/rerun/ckpt",
             *s3.executor_conf(), *master(cluster)]
     first = start_on(cluster.edge, args, str(tmp_path / "home"), env=s3.env())
-    wait_for(lambda: "checkpoint" in s3.listing("s3://elearn/rerun/ckpt") or first.proc.poll() is not None,
-             600, "a checkpoint stored in S3", interval=3)
+    wait_until(lambda: "checkpoint" in s3.listing("s3://elearn/rerun/ckpt") or first.proc.poll() is not None, 600,
+               on_timeout=timed_out("a checkpoint stored in S3"), interval=3)
+    assert first.proc.poll() is None, first.finish(60).output[-3000:]  # killed mid-run, not after it
     os.killpg(first.proc.pid, signal.SIGKILL)  # the driver and everything it started
     first.finish(60)
     cluster.wait_quiet(timeout=120, services=SERVICES)
     # What S3 holds (a save not uploaded when the driver died is not there: the state names the
     # last complete one).
-    state = s3.run_python("from elearn.storage import open_storage; "
+    state = s3.run_python("from elearn.storage.stores import open_storage; "
                           "print(open_storage('s3://elearn/rerun/ckpt').read_bytes('checkpoint').decode())")
     saved = int(state.split('model_checkpoint_path: "ckpt-')[1].split('"')[0])
+    assert 0 < saved < 400, saved  # killed before its last save (step 400): there is training left
     other = cluster.host("h3")
     second = submit_on(other, args, "/tmp/rerun-home", env=s3.env())
     assert second.returncode == 0, second.output[-4000:]
@@ -486,3 +555,4 @@ def test_the_driver_killed_then_the_same_command_on_another_host_resumes_from_s3
     (out,) = lines_on(other, "/tmp/rerun-out.jsonl")
     for got, want in zip(out["w"], TRUE_W):
         assert abs(got - want) < 0.1, out
+    assert abs(out["b"] - 1.0) < 0.1, out

@@ -100,11 +100,18 @@ def test_a_file_url_model_is_read_where_it_is_mounted_and_loaded_once_per_python
 def test_missing_inputs_are_named_before_any_spark_job(spark, fm):
     _, path = fm
     df = frame(spark, 4).drop("genre_ids").withColumnRenamed("user_idx", "uid")
-    with pytest.raises(ElearnError, match=r"inputs genre_ids, user_idx are not columns.*features=\{input: column\}"):
-        elearn.predict(df, path)
-    # A mapping fixes a renamed column; the output column must be new.
-    with pytest.raises(ElearnError, match="already has a column 'rating'"):
-        elearn.predict(frame(spark, 4), path, output_col="rating")
+    sc = spark.sparkContext
+    sc.setJobGroup("predict-check", "no job may run")
+    try:
+        with pytest.raises(ElearnError,
+                           match=r"inputs genre_ids, user_idx are not columns.*features=\{input: column\}"):
+            elearn.predict(df, path)
+        # A mapping fixes a renamed column; the output column must be new.
+        with pytest.raises(ElearnError, match="already has a column 'rating'"):
+            elearn.predict(frame(spark, 4), path, output_col="rating")
+        assert sc.statusTracker().getJobIdsForGroup("predict-check") == []
+    finally:
+        sc.setJobGroup("other", "")
 
 
 def test_not_a_saved_model_says_what_to_pass(spark, tmp_path):

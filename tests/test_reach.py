@@ -1,5 +1,5 @@
 """What a node checks before training on a cluster: that it reaches its peers' ports
-(``elearn.peers``) and that a ``file://`` location is the driver's directory (``elearn.mounts``).
+(``elearn.cluster.peers``) and that a ``file://`` location is the driver's directory (``elearn.storage.mounts``).
 Real sockets and real files here; the same checks across hosts are in test_multihost.py."""
 import os
 import socket
@@ -11,9 +11,9 @@ import pytest
 from conftest import ROOT
 
 from elearn.errors import StorageError
-from elearn.locations import parse_location
-from elearn.mounts import check_marks, leave_mark
-from elearn.peers import describe, hold_port, unreachable
+from elearn.storage.locations import parse_location
+from elearn.storage.mounts import check_marks, leave_mark
+from elearn.cluster.peers import describe, hold_port, unreachable
 
 
 def closed_port() -> int:
@@ -48,7 +48,7 @@ def test_a_port_that_starts_listening_before_the_deadline_is_reached():
 
 CHECK_IN_ANOTHER_PROCESS = """
 import pickle, sys
-from elearn.mounts import check_marks
+from elearn.storage.mounts import check_marks
 check_marks(pickle.loads(bytes.fromhex(sys.argv[1])))
 print("seen")
 """
@@ -87,11 +87,14 @@ def test_a_node_that_cannot_reach_the_embedded_zookeeper_names_it_and_every_fix(
     """Not the user's --zk: the message must not tell them to check a flag they did not pass."""
     from elearn.errors import ClusterError
     from elearn.runtime.node_task import NodeTask
+    from elearn.driver.options import SubmitOptions
     from elearn.specs import NodeSpec
 
     address = f"127.0.0.1:{closed_port()}"
-    spec = NodeSpec(app_id="a", zk=address, zk_auth=(), node_dir=str(tmp_path), same_host=True,
-                    backend=None, embedded_zk=True)
+    opts = SubmitOptions()
+    spec = NodeSpec(app_id="a", zk=address, credentials=None, node_dir=str(tmp_path), same_host=True,
+                    backend=None, register_timeout=opts.register_timeout, feed_timeout=opts.feed_timeout,
+                    max_restarts=opts.max_restarts, embedded_zk=True)
     with pytest.raises(ClusterError) as err:
         NodeTask(spec, "worker", 1).join()
     message = str(err.value)

@@ -6,54 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import assert_no_orphans, finish, job, lines, start_pl_submit, tagged_pids
+from conftest import (assert_no_orphans, cmdline, finish, job, lines, parent_of, start_pl_submit, tagged_pids,
+                      tf_node, timed_out)
 
-from elearn.zookeeper import EmbeddedZooKeeper, connect
+from elearn.cluster.waits import wait_until
+from elearn.cluster.zookeeper import EmbeddedZooKeeper, connect
 
 TRUE_W = [2.0, -3.0, 0.5, 1.5]
 TOL = 0.1
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def environ(pid):
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def find_tf_node(tag, role, index):
-    want = f'"role": "{role}", "index": {index}'
-    for pid in tagged_pids(tag):
-        if "elearn.runtime.tf_server" in cmdline(pid) and want in environ(pid):
-            return pid
-    return None
-
-
-def parent_of(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def start_job(tmp_path, *extra, app_name=None):
@@ -112,47 +74,52 @@ def test_worker_tf_process_zookeeper_and_a_lost_session_recover_without_restarti
     timeout re-registers with a new session once it runs again."""
     stop = tmp_path / "stop"
     run, files = start_job(tmp_path, "--arg", "steps=100000", "--arg", f"stop={stop}")
-    wait_for(lambda: any(s >= 60 for s in steps(files)), 300, "training to progress")
+    wait_until(lambda: any(s >= 60 for s in steps(files)), 300, on_timeout=timed_out("training to progress"))
     app_id, client = app_zk(tmp_path)
     app_dir = os.path.join(tmp_path, "apps", app_id)
     try:
         # 1. A worker's TF process: restarted in place at the same address.
-        pid = wait_for(lambda: find_tf_node(run.tag, "worker", 0), 30, "worker 0's TF process")
+        pid = wait_until(lambda: tf_node(run.tag, "worker", 0),
+                         30, on_timeout=timed_out("worker 0's TF process"))
         os.kill(pid, signal.SIGKILL)
-        restarted = wait_for(lambda: find_tf_node(run.tag, "worker", 0) not in (None, pid)
+        restarted = wait_until(lambda: tf_node(run.tag, "worker", 0) not in (None, pid)
                              and json.loads(client.get(f"/elearn/{app_id}/worker/0")[0])
-                             .get("restarts") == 1, 60, "worker 0 restarted in place")
+                             .get("restarts") == 1, 60, on_timeout=timed_out("worker 0 restarted in place"))
         assert restarted
         mark = max(steps(files))
-        wait_for(lambda: max(steps(files)) >= mark + 40, 120, "training to go on")
+        wait_until(lambda: max(steps(files)) >= mark + 40, 120, on_timeout=timed_out("training to go on"))
         # 2. The embedded ZooKeeper JVM: restarted on the same port and data.
-        zk = wait_for(lambda: [p for p in tagged_pids(run.tag) if "ZooKeeperServerMain" in cmdline(p)],
-                      30, "the ZooKeeper JVM")
+        zk = wait_until(lambda: [p for p in tagged_pids(run.tag) if "ZooKeeperServerMain" in cmdline(p)],
+                        30, on_timeout=timed_out("the ZooKeeper JVM"))
         os.kill(zk[0], signal.SIGKILL)
-        wait_for(lambda: any(e["event"] == "zookeeper_restart" for e in events_of(app_dir)), 60,
-                 "ZooKeeper to be restarted")
+        wait_until(lambda: any(e["event"] == "zookeeper_restart" for e in events_of(app_dir)),
+                   60, on_timeout=timed_out("ZooKeeper to be restarted"))
         client.stop()
         _, client = app_zk(tmp_path)
         # 3. Worker 1's daemon frozen longer than its 15 s session: the server expires the session
         # and drops the node's ephemeral znode; thawed, the daemon registers again.
-        session = wait_for(lambda: session_of(client, app_id, "worker:1"), 60, "worker 1's znode")
-        daemon = parent_of(wait_for(lambda: find_tf_node(run.tag, "worker", 1), 30, "worker 1's TF"))
+        session = wait_until(lambda: session_of(client, app_id, "worker:1"),
+                             60, on_timeout=timed_out("worker 1's znode"))
+        daemon = parent_of(wait_until(lambda: tf_node(run.tag, "worker", 1),
+                                      30, on_timeout=timed_out("worker 1's TF")))
         os.kill(daemon, signal.SIGSTOP)
         try:
-            wait_for(lambda: session_of(client, app_id, "worker:1") is None, 60, "the session to expire")
+            wait_until(lambda: session_of(client, app_id, "worker:1") is None,
+                       60, on_timeout=timed_out("the session to expire"))
         finally:
             os.kill(daemon, signal.SIGCONT)
-        again = wait_for(lambda: session_of(client, app_id, "worker:1"), 60, "worker 1 to re-register")
+        again = wait_until(lambda: session_of(client, app_id, "worker:1"),
+                           60, on_timeout=timed_out("worker 1 to re-register"))
         assert again != session
         mark = max(steps(files))
-        wait_for(lambda: max(steps(files)) >= mark + 40, 120, "training to go on")
+        wait_until(lambda: max(steps(files)) >= mark + 40, 120, on_timeout=timed_out("training to go on"))
     finally:
         client.stop()
         stop.touch()
     finish(run, timeout=300)
     assert run.returncode == 0, run.output[-4000:]
     assert len(starts(files)) == 1  # ParameterServerStrategy carried on: train never restarted
-    assert "worker:0's TF process died (exit code -9); its daemon restarted it in place" in run.stdout
+    assert "worker:0's TF process died (exit code -9); its node task restarted it in place" in run.stdout
     assert "embedded ZooKeeper died and was restarted" in run.stdout
     assert "worker:1 left ZooKeeper" in run.stdout and "worker:1 registered again" in run.stdout
     kinds = [e["event"] for e in events_of(app_dir)]
@@ -176,9 +143,9 @@ def test_worker_tf_process_zookeeper_and_a_lost_session_recover_without_restarti
 @pytest.mark.slow
 def test_worker_daemon_killed_spark_reruns_task_and_cluster_reforms(tmp_path):
     run, files = start_job(tmp_path)
-    wait_for(lambda: any(r.get("saved") and r["step"] >= 80 for r in lines(files["progress"])),
-             300, "a checkpoint at step 80")
-    node = wait_for(lambda: find_tf_node(run.tag, "worker", 1), 30, "worker 1's TF process")
+    wait_until(lambda: any(r.get("saved") and r["step"] >= 80 for r in lines(files["progress"])),
+               300, on_timeout=timed_out("a checkpoint at step 80"))
+    node = wait_until(lambda: tf_node(run.tag, "worker", 1), 30, on_timeout=timed_out("worker 1's TF process"))
     daemon = parent_of(node)
     assert "python" in cmdline(daemon)
     os.kill(daemon, signal.SIGKILL)
@@ -194,13 +161,14 @@ def test_worker_daemon_killed_spark_reruns_task_and_cluster_reforms(tmp_path):
 @pytest.mark.slow
 def test_node_that_keeps_crashing_exhausts_restarts_with_its_log(tmp_path):
     run, files = start_job(tmp_path, "--max-restarts", 1, "--arg", "pause=1.0", "--arg", "steps=400")
-    wait_for(lambda: any(s >= 20 for s in steps(files)), 300, "training to progress")
-    pid = wait_for(lambda: find_tf_node(run.tag, "ps", 0), 60, "the PS TF process")
+    wait_until(lambda: any(s >= 20 for s in steps(files)), 300, on_timeout=timed_out("training to progress"))
+    pid = wait_until(lambda: tf_node(run.tag, "ps", 0), 60, on_timeout=timed_out("the PS TF process"))
     os.kill(pid, signal.SIGKILL)
     # The first loss is recovered (train restarts); the second exhausts --max-restarts 1.
-    wait_for(lambda: len(starts(files)) == 2 or run.proc.poll() is not None, 300, "train to restart")
+    wait_until(lambda: len(starts(files)) == 2 or run.proc.poll() is not None,
+               300, on_timeout=timed_out("train to restart"))
     assert run.proc.poll() is None, run.proc.communicate()
-    pid = wait_for(lambda: find_tf_node(run.tag, "ps", 0), 60, "the restarted PS TF process")
+    pid = wait_until(lambda: tf_node(run.tag, "ps", 0), 60, on_timeout=timed_out("the restarted PS TF process"))
     os.kill(pid, signal.SIGKILL)
     finish(run, timeout=300)
     assert run.returncode != 0
@@ -213,18 +181,18 @@ def test_other_credentials_cannot_delete_an_applications_znodes(tmp_path):
     from kazoo.exceptions import NoAuthError
 
     from elearn.mpi.group import GroupRestarts
-    from elearn.registry import AppRegistry, acl_for, app_credentials
+    from elearn.cluster.registry import AppRegistry, Credentials
 
     with EmbeddedZooKeeper(str(tmp_path / "zk")) as zk:
-        auth, acl = app_credentials(str(tmp_path / "secret-a"))
-        owner = connect(zk.hosts, auth_data=auth)
-        AppRegistry(owner, "app-a", acl=acl).create()
-        # A node registers the way a daemon does: its own session, the shipped credentials.
-        node = connect(zk.hosts, auth_data=auth)
-        AppRegistry(node, "app-a", acl=acl_for(auth)).register("ps", 0, {"host": "h", "port": 1})
-        GroupRestarts(node, "app-a", acl=acl_for(auth)).request(0, 1, "worker 1 killed by SIGKILL")
-        other_auth, _ = app_credentials(str(tmp_path / "secret-b"))
-        intruder = connect(zk.hosts, auth_data=other_auth)
+        auth = Credentials.of_application(str(tmp_path / "secret-a"))
+        owner = connect(zk.hosts, auth)
+        AppRegistry(owner, "app-a", auth).create()
+        # A node registers the way a node task does: its own session, the shipped credentials.
+        node = connect(zk.hosts, auth)
+        AppRegistry(node, "app-a", auth).register("ps", 0, {"host": "h", "port": 1})
+        GroupRestarts(AppRegistry(node, "app-a", auth)).request(0, 1, "killed by SIGKILL")
+        other_auth = Credentials.of_application(str(tmp_path / "secret-b"))
+        intruder = connect(zk.hosts, other_auth)
         try:
             for path in ("/elearn/app-a/ps/0", "/elearn/app-a/allreduce/restart-0"):
                 with pytest.raises(NoAuthError):
@@ -236,11 +204,11 @@ def test_other_credentials_cannot_delete_an_applications_znodes(tmp_path):
             with pytest.raises(NoAuthError):
                 intruder.set("/elearn/app-a/state", b"{}")
             with pytest.raises(NoAuthError):  # no one else can end (or fake) an allreduce attempt
-                GroupRestarts(intruder, "app-a").request(1, 0, "forged")
+                GroupRestarts(AppRegistry(intruder, "app-a")).request(1, 0, "forged")
             assert json.loads(intruder.get("/elearn/app-a/ps/0")[0]) == {"host": "h", "port": 1}
-            assert GroupRestarts(intruder, "app-a").all()[0]["reason"] == "worker 1 killed by SIGKILL"
+            assert GroupRestarts(AppRegistry(intruder, "app-a")).all()[0]["reason"] == "worker 1 killed by SIGKILL"
             node.stop()
-            AppRegistry(owner, "app-a", acl=acl).delete()
+            AppRegistry(owner, "app-a", auth).delete()
             assert not owner.exists("/elearn/app-a")
         finally:
             intruder.stop()

@@ -7,13 +7,16 @@ from types import SimpleNamespace
 import pytest
 from conftest import job
 
-from elearn.config import SubmitOptions
+from elearn.driver.options import SubmitOptions
 from elearn.errors import ElearnError
-from elearn.procs import free_port
+from elearn.cluster.procs import free_port
 from elearn.mpi import AllreduceBackend
 from elearn.ps import PSBackend
-from elearn.resources_profile import build_profiles, check_shapes_fit, cuda_visible_devices, gpu_env, shapes
+from elearn.driver.shapes import build_profiles, check_shapes_fit, shapes
+from elearn.runtime.gpus import cuda_visible_devices, gpu_env
 from elearn.runtime.node_task import child_env
+
+HEARTBEAT = SubmitOptions().heartbeat_timeout  # --heartbeat-timeout's default
 
 
 # -- GPUs: no GPU on this machine, so the mapping from Spark's assigned addresses is tested alone --
@@ -67,7 +70,7 @@ def test_allreduce_shapes_every_executor_without_dynamic_allocation():
     shape becomes the executors' and tasks' settings; the user's own --conf still wins."""
     said = []
     opts = SubmitOptions(workers=2, worker_cores=4, worker_memory="6g", worker_gpus=2, ps_memory="9g")
-    conf = AllreduceBackend(2).spark_conf(opts, "k8s://https://api:6443", {"spark.executor.memory": "7g"},
+    conf = AllreduceBackend(2, HEARTBEAT).spark_conf(opts, "k8s://https://api:6443", {"spark.executor.memory": "7g"},
                                           said.append)
     assert "spark.dynamicAllocation.enabled" not in conf
     assert conf["spark.executor.cores"] == conf["spark.task.cpus"] == "4"
@@ -79,7 +82,7 @@ def test_allreduce_shapes_every_executor_without_dynamic_allocation():
     (line,) = said
     assert "spark.executor.cores=4" in line and "spark.executor.memory=7g" in line
     assert "--ps-cores/--ps-memory have no PS to shape" in line
-    assert "spark.executor.cores" not in AllreduceBackend(2).spark_conf(opts, "local[2]", {}, said.append)
+    assert "spark.executor.cores" not in AllreduceBackend(2, HEARTBEAT).spark_conf(opts, "local[2]", {}, said.append)
     assert "not applied: --master local[2]" in said[-1]
     with pytest.raises(ElearnError, match=r"--worker-cores 3: no worker of --master local-cluster\[2,2,1024\] "
                                           r"can hold an executor of 3 cores and 1024 MB; its workers offer "
@@ -152,7 +155,7 @@ def test_a_shape_no_worker_can_hold_fails_at_once_naming_the_largest_offer(pl_su
     t0 = time.monotonic()
     run = pl_submit(job("linear_fit.py"), "--ps", 1, "--workers", 2, "--worker-memory", "4g",
                     "--master", "local-cluster[3,1,2048]", "--register-timeout", 60, timeout=300)
-    assert run.returncode == 1
+    assert run.returncode == 2  # refused before anything starts, like a bad flag
     assert "--worker-memory 4g" in run.stderr and "2048 MB" in run.stderr, run.output[-3000:]
     assert time.monotonic() - t0 < 120
 

@@ -3,7 +3,7 @@ cannot are left out and named, except Spark's driver-side handles, which are exp
 import threading
 
 from elearn import SparkTFJob
-from elearn.shipping import pack_job, unpack_job
+from elearn.train.shipping import pack_job, unpack_job
 
 
 class Holder(SparkTFJob):

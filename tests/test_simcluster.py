@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-
+from conftest import alive_pid
 from simcluster import (CLUSTER_ENV, STATE_ROOT, WORKER_UI_PORT, SimCluster, SimClusterError,
                         _list_links, _list_netns, _netns_ino, _pids_in_netns, _pids_with_env, _teardown,
                         cluster_fixture, require, sweep)
@@ -175,17 +175,9 @@ def test_close_removes_everything(cluster):
     print(f"bring-up {cluster.bring_up_seconds:.1f}s, teardown {cluster.teardown_seconds:.1f}s")
     assert not names & set(_list_netns())
     assert not links & set(_list_links())
-    assert not any(os.path.exists(f"/proc/{p}") and not _zombie(p) for p in pids)
+    assert not any(alive_pid(p) for p in pids)
     assert not _pids_with_env(CLUSTER_ENV, cluster.id)
     assert not os.path.exists(cluster.dir)
-
-
-def _zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 CRASHING_OWNER = r'''
@@ -231,7 +223,7 @@ def test_sweep_removes_a_crashed_cluster_and_spares_a_live_one():
 
         assert not any(n.startswith(f"elsim-{crashed_id}-") for n in _list_netns())
         assert not any(crashed_id in link for link in _list_links())
-        assert not any(os.path.exists(f"/proc/{p}") and not _zombie(p) for p in crashed_pids)
+        assert not any(alive_pid(p) for p in crashed_pids)
         assert not os.path.exists(os.path.join(STATE_ROOT, f"elsim-{crashed_id}"))
         # The live cluster is intact, and its hosts hold no copy of the removed namespaces'
         # mounts (a copy would keep a namespace alive unseen).

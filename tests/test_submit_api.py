@@ -79,3 +79,7 @@ def test_submit_runs_a_custom_loop_job_instance_to_the_true_weights(tmp_path):
     marks = result["timings"]  # seconds since submit, in the order the phases ended
     assert {"spark", "pre_train", "register", "feed", "train", "teardown"} <= set(marks), marks
     assert list(marks.values()) == sorted(marks.values()), marks
+    # The final step reported, and the summary.json that holds it with the rest of the run.
+    with open(result["summary_path"]) as f:
+        summary = json.load(f)
+    assert result["step"] == summary["steps"] == 400 and result["metrics"] == summary["metrics"]

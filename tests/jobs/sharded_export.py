@@ -3,7 +3,7 @@
 ``train`` fits a small tf_keras model (per-id vector and bias tables kept in a dict by a custom
 layer, then a dense layer over them and ``x``), records where every variable part lives and the
 model's predictions for fixed inputs, and returns the model for export. It also exports a
-``tf.Module`` whose tables are sharded the same way (with ``elearn.export.export_model``, to
+``tf.Module`` whose tables are sharded the same way (with ``elearn.train.export.export_model``, to
 ``--arg module_dir=...``) and a subclassed tf_keras model (to ``--arg subclassed_dir=...``), and
 records their predictions, so the test can load every SavedModel in a process without any strategy
 and compare. These are shapes TensorFlow's own export of sharded variables gets wrong: the model
@@ -15,7 +15,7 @@ from common import record
 from pyspark.sql import functions as F
 
 from elearn import SparkTFJob
-from elearn.export import export_model
+from elearn.train.export import export_model
 
 VOCAB, DIM = 1000, 8
 PROBE_IDS = [0, 1, 499, 500, 501, 998, 999]        # both sides of the split between the parts
