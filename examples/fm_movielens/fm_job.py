@@ -29,7 +29,7 @@ LABEL = "rating"
 
 def default_data(scale: str, seed: int) -> str:
     """Generated MovieLens files for ``scale``, written once under ``$ELEARN_HOME/data``."""
-    from elearn.config import elearn_home
+    from elearn.driver.options import elearn_home
 
     import generate
 
