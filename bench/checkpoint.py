@@ -31,7 +31,7 @@ def run(directories, variables, saves: int):
     directories take turns at each step, so the machine's noise falls on all of them alike."""
     import tensorflow as tf
 
-    from elearn.checkpoint import Checkpointer
+    from elearn.train.checkpoint import Checkpointer
 
     ckpts = [Checkpointer(d, {f"v{i}": v for i, v in enumerate(variables)}, every_steps=1,
                           max_to_keep=2, announce=False) for d in directories]
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from elearn.runtime.outputs import CheckpointStore, reach
+    from elearn.train.outputs import CheckpointStore, reach
 
     per_var = 8 << 20  # 8 MiB variables, as a model's layers would be
     variables = [tf.Variable(tf.random.uniform([per_var // 4])) for _ in range(args.mb * (1 << 20) // per_var)]

@@ -48,7 +48,7 @@ def run(opts: str, rows: int) -> dict:
 
 
 def main():
-    from elearn.session import DRIVER_JIT_FLAGS
+    from elearn.driver.session import DRIVER_JIT_FLAGS
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)

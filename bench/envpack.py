@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from envbuild import build_runtime_venv  # noqa: E402
 
-from elearn.envpack import check_archive, pack_venv  # noqa: E402
+from elearn.driver.envpack import check_archive, pack_venv  # noqa: E402
 
 
 def timed(fn):

@@ -74,7 +74,7 @@ def spool_pass(frame, plan, root: str):
 
     import pyarrow as pa
 
-    from elearn.runtime.partition import spool_partition
+    from elearn.feed.partition import spool_partition
 
     def spool(batches):
         from pyspark import TaskContext
@@ -90,8 +90,8 @@ def spool_pass(frame, plan, root: str):
 def read_spool(meta: dict, label: str) -> int:
     import tensorflow as tf
 
-    from elearn.runtime.feedspec import FeedColumn
-    from elearn.runtime.reader import spool_dataset
+    from elearn.feed.columns import FeedColumn
+    from elearn.feed.reader import spool_dataset
 
     columns = [FeedColumn.from_dict(c) for c in meta["columns"]]
     ds = spool_dataset(meta["dir"], meta["chunks"], columns, label=label, batch_size=BATCH,
@@ -202,9 +202,9 @@ def main():
 
     import tensorflow as tf  # noqa: F401  imported before timing: its start-up is not the feed's
 
-    from elearn.feed import plan_feed
-    from elearn.shares import Coordination
-    from elearn.zookeeper import EmbeddedZooKeeper
+    from elearn.feed.plan import plan_feed
+    from elearn.feed.shares import Coordination
+    from elearn.cluster.zookeeper import EmbeddedZooKeeper
 
     spark = (SparkSession.builder.master(f"local[{a.workers}]").appName("elearn-feed-bench")
              .config("spark.ui.showConsoleProgress", "false")
@@ -221,7 +221,7 @@ def main():
     results = {}
     try:
         def shares(k):  # a fresh counter per pass, as each application has
-            return Coordination(zk.hosts, [], f"/elearn/bench-{k}/shares")
+            return Coordination(zk.hosts, None, f"/elearn/bench-{k}/shares")
 
         shuffle_rr = shuffle_exact = float("inf")
         for round_ in range(a.repeat):

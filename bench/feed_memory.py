@@ -41,8 +41,8 @@ def one(rows: int, workers: int, master: str) -> dict:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from elearn.feed import plan_feed
-    from elearn.runtime.partition import spool_partition
+    from elearn.feed.plan import plan_feed
+    from elearn.feed.partition import spool_partition
 
     if master.startswith("local-cluster"):
         import pyspark  # executors are launched from SPARK_HOME: the pip package's own directory

@@ -48,7 +48,7 @@ def tf_node(tag, role):
 
 def worker_back(tmp: str, restarts: int = 1) -> bool:
     """Whether worker 0's daemon has restarted its TF process and it serves again."""
-    from elearn.zookeeper import connect
+    from elearn.cluster.zookeeper import connect
 
     entries = [os.path.join(tmp, "running", n) for n in os.listdir(os.path.join(tmp, "running"))]
     with open(entries[0]) as f:

@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from s3server import MotoS3, with_env  # noqa: E402
 
-from elearn.driverfs import DriverFiles, new_token  # noqa: E402
-from elearn.storage import open_storage  # noqa: E402
+from elearn.storage.driverfs import DriverFiles, new_token  # noqa: E402
+from elearn.storage.stores import open_storage  # noqa: E402
 
 
 def timed(fn) -> float:
