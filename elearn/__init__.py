@@ -34,6 +34,8 @@ _EXPORTS = {
     "pack_conda": "elearn.driver.envpack",
     "EnvironmentArchiveError": "elearn.driver.envpack",
     "task_gpu_env": "elearn.runtime.gpus",
+    "FieldEmbeddings": "elearn.train.embeddings",
+    "hash_ids": "elearn.train.embeddings",
     "cuda_visible_devices": "elearn.runtime.gpus",
 }
 
@@ -79,3 +81,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from elearn.runtime.gpus import cuda_visible_devices, task_gpu_env
     from elearn.submit import SubmitResult, submit
     from elearn.train.context import TrainContext
+    from elearn.train.embeddings import FieldEmbeddings, hash_ids
