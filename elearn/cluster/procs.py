@@ -1,29 +1,40 @@
 """Child processes that cannot outlive their parent, and free ports."""
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if our parent dies (even by SIGKILL) the kernel
-    # sends us SIGKILL, so no TF server, JVM or daemon is orphaned.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-    # Ctrl-C in a terminal goes to the whole foreground group; the parent decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# The child's first moments, as a tiny Python program that then execs the real command. It asks the
+# kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG, kept across exec), so no TF server, JVM
+# or ZooKeeper is orphaned, even by a SIGKILLed parent (one already gone by then: exit at once); and
+# it ignores SIGINT, also kept across exec, because Ctrl-C in a terminal goes to the whole foreground
+# group and the parent decides when its children stop. Not a ``preexec_fn``: Python code between
+# fork and exec is unsafe in a threaded parent, and the fork it needs runs every library's fork
+# handlers. A Spark Connect client's gRPC threads, for one, restart in the forked child and broke
+# it before exec (the parent saw a started process, then a broken pipe).
+_GUARD = """\
+import ctypes, os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except OSError:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit(1)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 def popen_child(cmd, **kwargs) -> subprocess.Popen:
-    """``subprocess.Popen`` for a child that dies with its parent and ignores terminal Ctrl-C."""
-    return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)
+    """``subprocess.Popen`` for a child that dies with its parent and ignores terminal Ctrl-C.
+
+    ``cmd`` runs through :data:`_GUARD` (``python -I -S``, a few milliseconds) in the same process:
+    the pid is the command's, and its command line keeps every word of ``cmd``."""
+    guard = [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid())]
+    return subprocess.Popen([*guard, *[str(c) for c in cmd]], **kwargs)
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
@@ -46,7 +57,6 @@ def exit_when_parent_goes(code: int = 0) -> None:
     A second guard beside PDEATHSIG, for the case where the parent thread that started us is
     still alive but the parent process has given up on us. Starts a daemon thread and returns.
     """
-    import sys
     import threading
 
     def watch():
@@ -91,3 +101,4 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
+

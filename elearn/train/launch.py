@@ -117,7 +117,12 @@ class TrainerProcess:
         self.attempt = attempt
         if os.path.exists(attempt.result):
             os.remove(attempt.result)
-        write_payload(self.proc.stdin, spec, attempt)
+        try:
+            write_payload(self.proc.stdin, spec, attempt)
+        except BrokenPipeError:
+            # It died before reading its job: left to the caller's poll, which finds no outcome and
+            # reports the exit code (a lost process, restarted like any other).
+            pass
 
     def poll(self) -> int | None:
         return self.proc.poll()
