@@ -35,6 +35,7 @@ from elearn.specs import Attempt
 from elearn.train.launch import HEARTBEAT_ENV, TrainerProcess, trainer_env
 
 PEER_GRACE = 2.0  # seconds a failed worker's task waits for a peer's death to be filed first
+FROZEN_GRACE = 30.0  # ... and at most this much more for a frozen peer's, after losing its cluster
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,14 @@ def _run_attempt(task: NodeTask, restarts: GroupRestarts, attempt: Attempt, peer
         error = result.traceback or tail(task.log_path, 15)
         error = "\n".join([ln for ln in error.splitlines() if ln.strip()][-20:])
         # When a peer dies, the collective fails in every other worker too, and a survivor can
-        # exit before the dead one's task has noticed: the peer's death is the cause to name.
-        other = _peer_request(restarts, attempt.number) if stopped.code > 0 else None
+        # exit before the dead one's task has noticed: the peer's death is the cause to name. A
+        # frozen peer is noticed only after --heartbeat-timeout, while TensorFlow's own health
+        # check may fail the survivor's collective sooner (measured: 10 s after a SIGSTOP), so a
+        # survivor that lost its cluster waits that long for the peer's word, up to FROZEN_GRACE:
+        # when the peer's whole host is gone no word comes, and Spark takes longer than that to
+        # replace the host's task before the group can restart anyway.
+        grace = PEER_GRACE + (min(spec.backend.heartbeat_timeout, FROZEN_GRACE) if result.kind == "cluster" else 0)
+        other = _peer_request(restarts, attempt.number, grace) if stopped.code > 0 else None
         if other is not None:
             return replace(outcome, reason=f"stopped: {other['reason']}", stopped=True, error=error)
         last = result.error.splitlines()[0] if result.error and not result.died else ""
@@ -183,10 +190,10 @@ def _run_attempt(task: NodeTask, restarts: GroupRestarts, attempt: Attempt, peer
             _remove(path)
 
 
-def _peer_request(restarts: GroupRestarts, number: int) -> dict | None:
-    """Another worker's request to end attempt ``number``, if one is filed within ``PEER_GRACE``."""
+def _peer_request(restarts: GroupRestarts, number: int, grace: float) -> dict | None:
+    """Another worker's request to end attempt ``number``, if one is filed within ``grace`` s."""
     try:
-        return wait_until(lambda: restarts.requested(number), PEER_GRACE, interval=0.1)
+        return wait_until(lambda: restarts.requested(number), grace, interval=0.1)
     except TimeoutError:
         return None
 
