@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import assert_no_orphans, finish, job, lines, start_pl_submit
+from conftest import assert_no_orphans, cmdline, environ, finish, job, lines, start_pl_submit, tagged_pids, tf_node
 
 from elearn.cluster.procs import free_port
 from elearn.cluster.zookeeper import EmbeddedZooKeeper, connect
@@ -184,3 +184,44 @@ def test_long_feature_engineering_is_not_mistaken_for_missing_nodes(pl_submit, t
     with open(os.path.join(app_dir, "summary.json")) as f:
         spent = json.load(f)["phases"]
     assert spent["register"] > 8, spent
+
+
+def compute_threads(pid: int) -> int:
+    """Threads of ``pid`` named tf_Compute: TensorFlow's inter-op pool, as the process built it."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                count += f.read().strip() == "tf_Compute"
+        except OSError:
+            continue
+    return count
+
+
+@pytest.mark.slow
+def test_tf_thread_pools_are_sized_to_the_cores_spark_gave_each_task(tmp_path):
+    # 3 cores a task: neither this host's 2 (TensorFlow's default) nor the driver's 1.
+    started = tmp_path / "started.jsonl"
+    run = start_pl_submit([job("waits.py"), "--master", "local[6]", "--conf", "spark.task.cpus=3",
+                           "--ps", 1, "--workers", 1, "--arg", f"started={started}"], tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while not lines(started):
+            assert run.proc.poll() is None, run.proc.communicate()
+            assert time.monotonic() < deadline, "train never started"
+            time.sleep(0.2)
+        for role in ("ps", "worker"):
+            pid = tf_node(run.tag, role, 0)
+            assert pid is not None, f"no {role} process"
+            env = environ(pid).split("\0")
+            assert "TF_NUM_INTRAOP_THREADS=3" in env and "TF_NUM_INTEROP_THREADS=3" in env, role
+            # What TensorFlow built: two inter-op pools (the server's, and the coordinator's remote
+            # context's) and 4 more tf_Compute threads; measured 8 with TF's default on this 2-core
+            # host, 10 with 3 threads a pool, 14 with 5.
+            assert compute_threads(pid) == 2 * 3 + 4, role
+        (coordinator,) = [p for p in tagged_pids(run.tag) if "elearn.train.trainer" in cmdline(p)]
+        assert "TF_NUM_INTRAOP_THREADS=1" in environ(coordinator).split("\0")   # spark.driver.cores
+    finally:
+        os.kill(run.proc.pid, signal.SIGINT)
+        finish(run, timeout=90)
+    assert_no_orphans(run.tag)

@@ -102,3 +102,22 @@ def describe_exit(code: int | None) -> str:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
 
+
+# TensorFlow reads these when it makes its thread pools (tensorflow/core/common_runtime/process_util.cc).
+TF_THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def tf_thread_env(cores: int, env) -> dict:
+    """The thread-pool sizes for a TF process given ``cores`` CPUs, unless ``env`` sets them.
+
+    Left alone, every TF process sizes both pools to the whole host: on a 32-core host running eight
+    one-core executors' worth of TF servers, that is 8 x 32 compute threads contending for 8 cores,
+    and here (2 cores) a PS, a worker and the coordinator each ran 2 compute threads. So a process
+    gets as many compute (intra-op) threads as the cores Spark gave its task (``spark.task.cpus``,
+    or the executor's cores with executor shapes) and as many inter-op threads, at least 2, so
+    independent ops (a PS answering two workers) do not queue behind one another. Setting either
+    variable yourself (``spark.executorEnv.TF_NUM_INTRAOP_THREADS``) wins.
+    """
+    cores = max(1, int(cores))
+    wanted = dict(zip(TF_THREAD_VARS, (str(cores), str(max(2, cores)))))
+    return {k: v for k, v in wanted.items() if k not in env}

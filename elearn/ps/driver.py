@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from elearn.cluster.logtail import spark_error_message, tail
 from elearn.cluster.peers import FIX, PEER_TIMEOUT, describe, unreachable
-from elearn.cluster.procs import free_port
+from elearn.cluster.procs import free_port, tf_thread_env
 from elearn.cluster.restart import RestartPolicy
 from elearn.cluster.waits import wait_until
 from elearn.driver.handles import Handles, Trained
@@ -234,6 +234,8 @@ def _coordinator(h, number: int) -> TrainerProcess:
     base = os.path.join(h.app_dir, "coordinator")
     env = {**h.train_spec.backend.process_env(), **os.environ,
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    # The coordinator's cores are the driver's (it runs no step itself: it schedules them).
+    env.update(tf_thread_env(int(h.ops.conf("spark.driver.cores", "1") or 1), env))
     env = trainer_env(env, h.opts.tf_log, os.path.join(base, "tf-import.log"))
     return TrainerProcess(env, os.path.join(base, f"attempt-{number}.log"), echo=True)
 

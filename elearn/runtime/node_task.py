@@ -30,7 +30,7 @@ from kazoo.protocol.states import KazooState
 from elearn.cluster.hosts import advertise_host
 from elearn.cluster.logtail import quoted, tail
 from elearn.cluster.peers import describe, unreachable
-from elearn.cluster.procs import describe_exit, popen_child, stop_process
+from elearn.cluster.procs import describe_exit, popen_child, stop_process, tf_thread_env
 from elearn.cluster.registry import AppRegistry
 from elearn.cluster.restart import RestartPolicy
 from elearn.cluster.waits import wait_until
@@ -285,7 +285,8 @@ class NodeTask:
 
 
 def child_env(tf_log: bool, extra: dict | None = None) -> dict:
-    """The environment of a node's TF process: the executor's, its import path, its GPUs."""
+    """The environment of a node's TF process: the executor's, its import path, its GPUs, and
+    thread pools sized to its task's cores."""
     env = dict(os.environ)
     # The executor's import path (pyspark.zip, --py-files, a shipped archive) for the child too.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -294,8 +295,18 @@ def child_env(tf_log: bool, extra: dict | None = None) -> dict:
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
     # The TF process sees only the GPUs Spark assigned to this task (none: none).
     env.update(task_gpu_env())
+    env.update(tf_thread_env(task_cores(), env))
     env.update(extra or {})
     return env
+
+
+def task_cores() -> int:
+    """The CPUs Spark gave the running task (``spark.task.cpus``; the executor's cores with
+    executor shapes); outside a task, the host's."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return context.cpus() if context is not None else (os.cpu_count() or 1)
 
 
 def wait_listening(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
