@@ -18,7 +18,7 @@ Variants (``NAME`` or ``NAME@key=value,...``):
                   the worker reading the rows from memory as cached batches (no elearn, no Spark)
   psPxW           elearn PS mode, --ps P --workers W (e.g. ps1x1, ps2x2)
   arW             elearn allreduce mode, --workers W (Keras 3 unless keras=tf_keras)
-keys: spe (steps_per_execution, default 25), lookup (keras|unique), tables (field|one),
+keys: spe (steps_per_execution, default 25), lookup (keras|unique|elearn), tables (field|one),
 optimizer (adagrad|adagrad_legacy|adam|ftrl|ftrl_legacy|sgd), keras (keras|tf_keras, allreduce),
 intra / inter (TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS for every process of the variant),
 probe=reader (allreduce: time the worker's dataset alone first).

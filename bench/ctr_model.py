@@ -213,7 +213,8 @@ def _layers(keras):
 def build_model(keras, scale: float = 1.0, lookup: str = "keras", tables: str = "field"):
     """The DeepFM, not compiled. ``lookup``: ``keras`` (the stock Embedding layer), ``unique``
     (distinct ids looked up once), ``local`` / ``local-unique`` (under a mirrored strategy, look up
-    the replica's own copy of the table). ``tables``: ``field`` (one table per field, as users write
+    the replica's own copy of the table), ``elearn`` (``elearn.FieldEmbeddings``: one table for all
+    fields, distinct ids looked up once; ``tables`` does not apply). ``tables``: ``field`` (one table per field, as users write
     it) or ``one`` (all fields' rows in one table, ids offset per field: one lookup per step)."""
     Stack, FM, Sum, UniqueEmbedding, Offset = _layers(keras)
     L = keras.layers
@@ -228,7 +229,13 @@ def build_model(keras, scale: float = 1.0, lookup: str = "keras", tables: str = 
                                    name=name)
         return L.Embedding(vocab, dim, embeddings_initializer=init, name=name)
 
-    if tables == "one":
+    if lookup == "elearn":                                   # elearn.FieldEmbeddings: one table, deduplicated
+        from elearn import FieldEmbeddings
+
+        fields = dict(zip(FIELDS, vocabs))
+        v = FieldEmbeddings(fields, DIM, keras=keras, name="emb")(ids)                 # [B, 26, 16]
+        first = [FieldEmbeddings(fields, 1, keras=keras, name="w1")(ids)]              # [B, 26, 1]
+    elif tables == "one":
         offsets = np.concatenate([[0], np.cumsum(vocabs)[:-1]]).tolist()
         all_ids = Offset(offsets, name="offset_ids")([ids[f] for f in FIELDS])      # [B, 26]
         v = table(sum(vocabs), DIM, "emb")(all_ids)                                 # [B, 26, 16]
