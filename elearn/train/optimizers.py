@@ -3,8 +3,8 @@
 An embedding table's gradient is an ``IndexedSlices`` of the rows a batch looked up, and an
 optimizer may apply it as a scatter to those rows or rewrite the whole table and its slots. Which
 one does which is not in the names. CPU per update of a 2M x 16 float table (122 MiB) from a
-gradient of 1,000 rows, one process, TF 2.21 (``bench/README.md``, "Optimizers on embedding
-tables"):
+gradient of 1,000 rows, one process, TF 2.21 (``bench/optimizers.py``; the latest run in
+``bench/README.md``):
 
 =================  =====================================  ===========================
 Keras              rows only (ms)                         whole table (ms)
