@@ -1,6 +1,12 @@
-"""Synthetic MovieLens: ratings and movies files in the real formats, with the real data's shape.
+"""Synthetic MovieLens: ratings and movies as Parquet, or as files in the real release formats,
+with the real data's shape.
 
-    python -m examples.fm_movielens.generate --out /tmp/ml-1m --scale 1m [--format ml-1m] [--seed 7]
+    python -m examples.fm_movielens.generate --out /tmp/ml-1m --scale 1m [--format parquet] [--seed 7]
+
+``--format parquet`` (the default) writes ``ratings.parquet`` (user_id int, movie_id int, rating
+float, timestamp bigint) and ``movies.parquet`` (movie_id int, title string, year int, genres
+list<string>); ``ml-100k``, ``ml-1m`` and ``ml-latest`` write the text files of those releases,
+which the job reads the same way as the real ones.
 
 What is modelled (see README.md for how it differs from the real data):
 
@@ -36,8 +42,9 @@ SCALES = {
     "1m": (6040, 3706, 1_000_000, 956_703_932, 1_046_454_590),
     "10m": (69_878, 10_677, 10_000_000, 789_652_009, 1_231_131_736),
 }
-DEFAULT_FORMAT = {"100k": "ml-100k", "1m": "ml-1m", "10m": "ml-latest"}
-FORMATS = ("ml-100k", "ml-1m", "ml-latest")
+# The text format of the real release of each scale (ml-latest's has half stars).
+RELEASE_FORMAT = {"100k": "ml-100k", "1m": "ml-1m", "10m": "ml-latest"}
+FORMATS = ("parquet", "ml-100k", "ml-1m", "ml-latest")
 
 
 def _user_activity(rng, users: int, ratings: int, movies: int) -> np.ndarray:
@@ -118,18 +125,22 @@ def _stars(score: np.ndarray, half: bool) -> np.ndarray:
     return np.clip(np.round(score), 1, 5).astype(np.int64)
 
 
-def write(out: str, ratings: dict, movies: dict, fmt: str, seed: int = 7) -> list[str]:
-    """Write the files of format ``fmt`` into ``out``; returns their paths."""
+def write(out: str, ratings: dict, movies: dict, fmt: str, seed: int = 7,
+          half_stars: bool | None = None) -> list[str]:
+    """Write the files of format ``fmt`` into ``out``; returns their paths. ``half_stars``:
+    ratings in half stars (0.5..5) rather than whole ones (1..5); by default only ml-latest has them."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     os.makedirs(out, exist_ok=True)
     order = np.random.default_rng(seed + 1).permutation(len(ratings["user"]))
-    if fmt == "ml-1m":     # the real file is grouped by user
+    if fmt in ("ml-1m", "parquet"):     # the real ml-1m file is grouped by user
         order = order[np.argsort(ratings["user"][order], kind="stable")]
-    stars = _stars(ratings["score"], half=fmt == "ml-latest")
+    stars = _stars(ratings["score"], half=fmt == "ml-latest" if half_stars is None else half_stars)
     titles = [f"Synthetic Movie {m}" for m in movies["movie"]]
     paths = []
-    if fmt == "ml-1m":
+    if fmt == "parquet":
+        paths += _write_parquet(out, ratings, movies, order, stars, titles)
+    elif fmt == "ml-1m":
         paths.append(os.path.join(out, "ratings.dat"))
         with open(paths[-1], "w", encoding="latin-1") as f:
             for i in order:
@@ -166,16 +177,39 @@ def write(out: str, ratings: dict, movies: dict, fmt: str, seed: int = 7) -> lis
     return paths
 
 
+def _write_parquet(out: str, ratings: dict, movies: dict, order, stars, titles) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rated = pa.table({"user_id": pa.array(ratings["user"][order], pa.int32()),
+                      "movie_id": pa.array(ratings["movie"][order], pa.int32()),
+                      "rating": pa.array(np.asarray(stars[order], np.float32)),
+                      "timestamp": pa.array(ratings["timestamp"][order], pa.int64())})
+    catalog = pa.table({"movie_id": pa.array(movies["movie"], pa.int32()),
+                        "title": pa.array([f"{t} ({y})" for t, y in zip(titles, movies["year"])]),
+                        "year": pa.array(movies["year"], pa.int32()),
+                        "genres": pa.array([[GENRES[g] for g in gs] for gs in movies["genres"]],
+                                           pa.list_(pa.string()))})
+    paths = [os.path.join(out, "ratings.parquet"), os.path.join(out, "movies.parquet")]
+    pq.write_table(rated, paths[0])
+    pq.write_table(catalog, paths[1])
+    return paths
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory to write the files into")
     parser.add_argument("--scale", default="1m", choices=sorted(SCALES))
-    parser.add_argument("--format", default=None, choices=FORMATS,
-                        help="file format (default: ml-100k for 100k, ml-1m for 1m, ml-latest for 10m)")
+    parser.add_argument("--format", default="parquet", choices=FORMATS + ("release",),
+                        help="parquet (the default), a release's text format, or release: the text "
+                             "format of the real release of that scale (ml-100k for 100k, ml-1m for "
+                             "1m, ml-latest for 10m)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     ratings, movies = generate(args.scale, args.seed)
-    paths = write(args.out, ratings, movies, args.format or DEFAULT_FORMAT[args.scale], args.seed)
+    fmt = RELEASE_FORMAT[args.scale] if args.format == "release" else args.format
+    paths = write(args.out, ratings, movies, fmt, args.seed,
+                  half_stars=True if args.scale == "10m" else None)   # ml-10m has half stars too
     print(f"wrote {len(ratings['user'])} ratings of {len(set(ratings['user'].tolist()))} users on "
           f"{len(movies['movie'])} movies: {', '.join(paths)}")
 

@@ -5,11 +5,15 @@
     ml-100k    u.data (tab: user, item, rating, time)  + u.item (pipe: id|title|date|...|19 genre flags)
     ml-1m      ratings.dat (user::movie::rating::time)  + movies.dat (id::Title (Year)::G1|G2)
     ml-latest  ratings.csv (header userId,movieId,rating,timestamp) + movies.csv (movieId,title,genres)
+    parquet    ratings.parquet (user_id, movie_id, rating, timestamp)
+               + movies.parquet (movie_id, title, year, genres: list of names), as generate.py writes
 
 A ratings file without a movies file (or pyspark's ``sample_movielens_ratings.txt``, a
 ``::``-separated ratings file) reads with no genres and no release year.
 
-``features(ratings, movies)`` returns one row per rating with the model's inputs:
+``id_vocabularies(ratings)`` numbers the raw ids: ``user_id -> user_idx`` and
+``movie_id -> movie_idx``, 0..n-1 in id order. ``features(ratings, movies, vocabularies)`` returns
+one row per rating with the model's inputs:
 
     user_idx      int          0..U-1, users in id order
     movie_idx     int          0..M-1, rated movies in id order
@@ -20,7 +24,8 @@ A ratings file without a movies file (or pyspark's ``sample_movielens_ratings.tx
     rating        float        the label, 0.5..5
     timestamp     bigint       seconds since the epoch (used for the split, not a model input)
 
-``split_by_time`` holds out each user's latest ratings (see its docstring).
+``split_by_time`` holds out each user's latest ratings (see its docstring); ``with_raw_ids`` puts
+the raw ``user_id`` and ``movie_id`` back beside the indexes.
 """
 from __future__ import annotations
 
@@ -40,19 +45,21 @@ INPUTS = ["user_idx", "movie_idx", "genre_ids", "year_idx", "age_idx", "weekday_
 
 
 def detect_format(path: str) -> str:
-    """``"ml-100k"``, ``"ml-1m"``, ``"ml-latest"`` or ``"ratings-only"`` from the file names in ``path``."""
+    """``"parquet"``, ``"ml-100k"``, ``"ml-1m"``, ``"ml-latest"`` or ``"ratings-only"`` from the
+    file names in ``path`` (Parquet first: it reads fastest when a directory holds both)."""
     if os.path.isfile(path):
         return "ratings-only"
     if not os.path.isdir(path):
         raise FileNotFoundError(f"MovieLens data not found: {path}")
     names = set(os.listdir(path))
-    for fmt, ratings in (("ml-100k", "u.data"), ("ml-1m", "ratings.dat"), ("ml-latest", "ratings.csv")):
+    for fmt, ratings in (("parquet", "ratings.parquet"), ("ml-100k", "u.data"), ("ml-1m", "ratings.dat"),
+                         ("ml-latest", "ratings.csv")):
         if ratings in names:
             return fmt
     if SAMPLE_FILE in names:
         return "ratings-only"
     raise ValueError(f"{path} holds no MovieLens ratings file: expected u.data (ml-100k), "
-                     f"ratings.dat (ml-1m), ratings.csv (ml-latest) or {SAMPLE_FILE}; "
+                     f"ratings.dat (ml-1m), ratings.csv (ml-latest), ratings.parquet or {SAMPLE_FILE}; "
                      f"found {', '.join(sorted(names)) or 'nothing'}")
 
 
@@ -84,7 +91,16 @@ def read_movielens(spark: SparkSession, path: str):
     """
     fmt = detect_format(path)
     movies = None
-    if fmt == "ratings-only":
+    if fmt == "parquet":
+        ratings = _typed_ratings(spark.read.parquet(os.path.join(path, "ratings.parquet")))
+        if os.path.exists(os.path.join(path, "movies.parquet")):
+            raw = spark.read.parquet(os.path.join(path, "movies.parquet"))
+            year = F.col("year").cast("int") if "year" in raw.columns else F.lit(None).cast("int")
+            if "title" in raw.columns:
+                year = F.coalesce(year, _year_from_title(F.col("title")))
+            movies = raw.select(F.col("movie_id").cast("int"), year.alias("year"),
+                                F.col("genres").cast("array<string>"))
+    elif fmt == "ratings-only":
         file = path if os.path.isfile(path) else os.path.join(path, SAMPLE_FILE)
         ratings = _typed_ratings(_split_colons(spark, file, ["user_id", "movie_id", "rating", "timestamp"]))
     elif fmt == "ml-1m":
@@ -125,11 +141,20 @@ def _contiguous(df: DataFrame, key: str, name: str) -> DataFrame:
     return ids.withColumn(name, (F.row_number().over(Window.orderBy(key)) - 1).cast("int"))
 
 
-def features(ratings: DataFrame, movies: DataFrame | None) -> DataFrame:
-    """One row per rating with the model's inputs, the label and the timestamp (see module doc)."""
-    users = _contiguous(ratings, "user_id", "user_idx")
-    items = _contiguous(ratings, "movie_id", "movie_idx")
-    df = ratings.join(F.broadcast(users), "user_id").join(F.broadcast(items), "movie_id")
+def id_vocabularies(ratings: DataFrame) -> dict[str, DataFrame]:
+    """``{"user": (user_id, user_idx), "movie": (movie_id, movie_idx)}``: every raw id of ``ratings``
+    numbered 0..n-1 in id order. The model knows indexes only; these tables turn the ids a request
+    carries into them, so they are saved with the model."""
+    return {"user": _contiguous(ratings, "user_id", "user_idx"),
+            "movie": _contiguous(ratings, "movie_id", "movie_idx")}
+
+
+def features(ratings: DataFrame, movies: DataFrame | None,
+             vocabularies: dict[str, DataFrame] | None = None) -> DataFrame:
+    """One row per rating with the model's inputs, the label and the timestamp (see module doc).
+    ``vocabularies`` (``id_vocabularies``'s) number the ids; by default ``ratings``' own."""
+    ids = vocabularies or id_vocabularies(ratings)
+    df = ratings.join(F.broadcast(ids["user"]), "user_id").join(F.broadcast(ids["movie"]), "movie_id")
     if movies is not None:
         vocab = (movies.select(F.explode("genres").alias("genre")).distinct()
                  .withColumn("genre_id", F.row_number().over(Window.orderBy("genre")).cast("int")))
@@ -156,6 +181,14 @@ def features(ratings: DataFrame, movies: DataFrame | None) -> DataFrame:
          .cast("int").alias("age_idx"),
         ((day + 3) % 7).cast("int").alias("weekday_idx"),          # 1970-01-01 was a Thursday
         F.col("rating").cast("float"), "timestamp")
+
+
+def with_raw_ids(df: DataFrame, vocabularies: dict[str, DataFrame]) -> DataFrame:
+    """``df`` plus the raw ``user_id`` and ``movie_id`` of its indexes (``id_vocabularies``'s
+    tables). Broadcast joins: every row stays in its partition, in its place."""
+    for name, vocab in vocabularies.items():
+        df = df.join(F.broadcast(vocab), f"{name}_idx")
+    return df
 
 
 def mark_validation(df: DataFrame, validation_fraction: float = 0.1) -> DataFrame:
