@@ -81,7 +81,7 @@ def _classify(pid: int, root: int) -> str:
             if item.startswith("ELEARN_NODE="):
                 return "TF " + json.loads(item.split("=", 1)[1]).get("role", "?")
         return "TF server"
-    if "elearn.runtime.trainer" in line:
+    if "elearn.train.trainer" in line:
         return "trainer"
     if "--tf-server" in cmd[:-1]:
         return "TF " + cmd[cmd.index("--tf-server") + 1]

@@ -110,8 +110,10 @@ def _layer_class(keras):
             self.rows = start
 
         def build(self, input_shape=None):
+            # Keras's Embedding default, so swapping this layer in for per-field Embeddings
+            # changes the lookups, not the model.
             self.table = self.add_weight(name="table", shape=(self.rows, self.dim),
-                                         initializer=keras.initializers.RandomNormal(stddev=0.05))
+                                         initializer=keras.initializers.RandomUniform(-0.05, 0.05))
             super().build(input_shape)
 
         def call(self, inputs):
