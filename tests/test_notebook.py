@@ -92,3 +92,38 @@ def test_submit_on_the_notebooks_own_session_in_both_modes_and_interrupted(tmp_p
         manager.shutdown_kernel(now=False)
     assert_no_orphans(tag)
 
+
+
+def test_the_example_notebook_runs_cell_by_cell(tmp_path):
+    """examples/notebook.ipynb as a user runs it: every code cell in order, in a real kernel started
+    in examples/; it trains, then scores unseen rows close to the true weights."""
+    import json
+
+    from jupyter_client.manager import start_new_kernel
+
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "ELEARN_HOME": str(tmp_path), "ELEARN_TEST_TAG": tag,
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    with open(os.path.join(ROOT, "examples", "notebook.ipynb")) as f:
+        cells = ["".join(c["source"]) for c in json.load(f)["cells"] if c["cell_type"] == "code"]
+    manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=os.path.join(ROOT, "examples"))
+    shown = []
+
+    def collect(msg):
+        if msg["msg_type"] == "stream":
+            shown.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            shown.append("\n".join(msg["content"]["traceback"]))
+
+    try:
+        for cell in cells:
+            reply = client.execute_interactive(cell, timeout=600, output_hook=collect)
+            assert reply["content"]["status"] == "ok", "".join(shown)[-3000:]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
+    text = "".join(shown)
+    assert "status succeeded model " in text, text[-3000:]
+    worst = float(text.rsplit("largest error against the true weights ", 1)[1].split()[0])
+    assert "scored 500 rows" in text and worst < 0.1, text[-2000:]
+    assert_no_orphans(tag)
