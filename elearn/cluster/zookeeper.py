@@ -40,6 +40,15 @@ def pyspark_jars() -> str:
 SESSION_TIMEOUT = 15.0
 
 
+def close(client) -> None:
+    """Stop and close a kazoo client, on the way out: a client already broken has nothing to say."""
+    try:
+        client.stop()
+        client.close()
+    except Exception:
+        pass
+
+
 def connect(hosts: str, credentials=None, timeout: float = SESSION_TIMEOUT) -> KazooClient:
     """A started kazoo client, or a ClusterError naming the address when nobody answers in time.
 
@@ -60,11 +69,7 @@ def connect(hosts: str, credentials=None, timeout: float = SESSION_TIMEOUT) -> K
     try:
         client.start(timeout=timeout)
     except (KazooTimeoutError, Exception) as exc:  # kazoo raises a bare timeout here
-        try:
-            client.stop()
-            client.close()
-        except Exception:
-            pass
+        close(client)
         raise ClusterError(
             f"cannot reach ZooKeeper at {hosts!r} within {timeout:.0f}s ({exc.__class__.__name__}). "
             "Check --zk (host:port[,host:port][/chroot]) and that the ensemble is up, "

@@ -15,6 +15,7 @@ from elearn.backend import Backend
 from elearn.cluster.hosts import advertise_host, is_local_address, listen_address
 from elearn.cluster.registry import AppRegistry, Credentials
 from elearn.cluster.zookeeper import EmbeddedZooKeeper, connect
+from elearn.cluster.zookeeper import close as close_client
 from elearn.driver.console import Console
 from elearn.driver.handles import Handles, Journal
 from elearn.driver.jvmcache import fresh_jvm_class_cache
@@ -389,11 +390,7 @@ class Application:
             except Exception:
                 log.warning("could not remove the znodes of %s", self.id)
         if self.client is not None:
-            try:
-                self.client.stop()
-                self.client.close()
-            except Exception:
-                pass
+            close_client(self.client)
         if self.ops is not None:
             self.ops.close()
         if self.spark is not None and self.owns_spark:

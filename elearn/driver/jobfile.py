@@ -21,6 +21,7 @@ import uuid
 
 from elearn.errors import JobError
 from elearn.job import SparkTFJob
+from elearn.train.tfimport import real_spec
 
 DEFERRED = ("tensorflow", "tf_keras", "keras")
 
@@ -37,17 +38,10 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name not in DEFERRED:
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is None:
-                continue
-            if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-                return spec
+        spec = real_spec(self, name, path, target)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
             spec.loader = importlib.util.LazyLoader(spec.loader)
-            return spec
-        return None
+        return spec
 
 
 def _register_pickling(module) -> None:

@@ -35,6 +35,7 @@ from elearn.cluster.registry import AppRegistry
 from elearn.cluster.restart import RestartPolicy
 from elearn.cluster.waits import wait_until
 from elearn.cluster.zookeeper import SESSION_TIMEOUT, connect
+from elearn.cluster.zookeeper import close as close_client
 from elearn.errors import ClusterError, StorageError
 from elearn.feed.partition import spool_partition
 from elearn.runtime.gpus import task_gpu_env
@@ -165,11 +166,7 @@ class NodeTask:
 
     def leave(self) -> None:
         if self.client is not None:
-            try:
-                self.client.stop()
-                self.client.close()
-            except Exception:
-                pass
+            close_client(self.client)
 
     def _on_zk_state(self, state) -> None:
         if state == KazooState.LOST:

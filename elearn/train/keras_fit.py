@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from elearn.errors import ElearnError
 from elearn.train.optimizers import dense_update_warning
+from elearn.train.tfimport import real_spec
 
 PATCHED = "_elearn_fit"
 
@@ -90,16 +91,10 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name not in KERAS:
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is None:
-                continue
-            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _ThenPatch(spec.loader, self.patch)
-            return spec
-        return None
+        spec = real_spec(self, name, path, target)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ThenPatch(spec.loader, self.patch)
+        return spec
 
 
 class _ThenPatch(importlib.abc.Loader):

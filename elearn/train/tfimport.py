@@ -57,3 +57,16 @@ def quiet_tf_warnings():
         yield
     finally:
         logger.setLevel(level)
+
+
+def real_spec(finder, name: str, path=None, target=None):
+    """The spec the import system would find for ``name`` without ``finder`` (a meta-path finder
+    that wraps another's loader: the driver's deferred TensorFlow, the training process's Keras
+    patch); None if nothing finds it."""
+    for other in sys.meta_path:
+        if other is finder or not hasattr(other, "find_spec"):
+            continue
+        spec = other.find_spec(name, path, target)
+        if spec is not None:
+            return spec
+    return None
