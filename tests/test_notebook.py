@@ -3,6 +3,8 @@ it on the session the notebook already has: in PS mode and allreduce mode on fea
 user's temp view, then interrupted like a stopped cell. The cell shows elearn's lines and train's
 own progress; the user's session, its cached data and its view outlive every run; nothing of
 elearn's is left."""
+import contextlib
+import json
 import os
 import time
 import uuid
@@ -10,6 +12,35 @@ import uuid
 import pyspark
 
 from conftest import JOBS, ROOT, assert_no_orphans, lines
+
+
+@contextlib.contextmanager
+def kernel(home, tag: str, cwd):
+    """A real ipykernel with ``ELEARN_HOME=home``; yields ``(run, manager, client)``, where
+    ``run(cell)`` executes a cell and returns its status and everything it showed."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "ELEARN_HOME": str(home), "ELEARN_TEST_TAG": tag,
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(cwd))
+
+    def run(cell, timeout=600):
+        shown = []
+
+        def collect(msg):
+            if msg["msg_type"] == "stream":
+                shown.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                shown.append("\n".join(msg["content"]["traceback"]))
+
+        reply = client.execute_interactive(cell, timeout=timeout, output_hook=collect)
+        return reply["content"]["status"], "".join(shown)
+
+    try:
+        yield run, manager, client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
 
 SESSION = """
 import sys
@@ -40,27 +71,9 @@ print("ALIVE", spark.range(5).count(), cached.count(), spark.sparkContext.master
 
 
 def test_submit_on_the_notebooks_own_session_in_both_modes_and_interrupted(tmp_path):
-    from jupyter_client.manager import start_new_kernel
-
     tag = uuid.uuid4().hex
     out, started = tmp_path / "out.jsonl", tmp_path / "started.jsonl"
-    env = {**os.environ, "ELEARN_HOME": str(tmp_path), "ELEARN_TEST_TAG": tag,
-           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
-
-    def run(cell, timeout=600):
-        shown = []
-
-        def collect(msg):
-            if msg["msg_type"] == "stream":
-                shown.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                shown.append("\n".join(msg["content"]["traceback"]))
-
-        reply = client.execute_interactive(cell, timeout=timeout, output_hook=collect)
-        return reply["content"]["status"], "".join(shown)
-
-    try:
+    with kernel(tmp_path, tag, tmp_path) as (run, manager, client):
         status, text = run(SESSION.format(jobs=JOBS))
         assert status == "ok" and "CACHED 1000" in text, text[-3000:]
         for ps in (1, 0):
@@ -87,41 +100,21 @@ def test_submit_on_the_notebooks_own_session_in_both_modes_and_interrupted(tmp_p
         assert status == "ok" and "ALIVE 5 1000 local[4]" in text, text[-3000:]
         # Only the notebook's own processes are left: its kernel and its session's JVM.
         assert_no_orphans(tag, timeout=60, only=(b"elearn.runtime", b"ZooKeeperServerMain", b"moto"))
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=False)
     assert_no_orphans(tag)
-
 
 
 def test_the_example_notebook_runs_cell_by_cell(tmp_path):
     """examples/notebook.ipynb as a user runs it: every code cell in order, in a real kernel started
     in examples/; it trains, then scores unseen rows close to the true weights."""
-    import json
-
-    from jupyter_client.manager import start_new_kernel
-
     tag = uuid.uuid4().hex
-    env = {**os.environ, "ELEARN_HOME": str(tmp_path), "ELEARN_TEST_TAG": tag,
-           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     with open(os.path.join(ROOT, "examples", "notebook.ipynb")) as f:
         cells = ["".join(c["source"]) for c in json.load(f)["cells"] if c["cell_type"] == "code"]
-    manager, client = start_new_kernel(kernel_name="python3", env=env, cwd=os.path.join(ROOT, "examples"))
     shown = []
-
-    def collect(msg):
-        if msg["msg_type"] == "stream":
-            shown.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            shown.append("\n".join(msg["content"]["traceback"]))
-
-    try:
+    with kernel(tmp_path, tag, os.path.join(ROOT, "examples")) as (run, _, _):
         for cell in cells:
-            reply = client.execute_interactive(cell, timeout=600, output_hook=collect)
-            assert reply["content"]["status"] == "ok", "".join(shown)[-3000:]
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=False)
+            status, text = run(cell)
+            shown.append(text)
+            assert status == "ok", "".join(shown)[-3000:]
     text = "".join(shown)
     assert "status succeeded model " in text, text[-3000:]
     worst = float(text.rsplit("largest error against the true weights ", 1)[1].split()[0])
