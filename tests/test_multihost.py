@@ -24,7 +24,7 @@ import pyspark
 import pytest
 from cluster_runs import S3OnEdge, environ_has, lines_on, node_hosts, start_on, submit_on, tf_processes
 from conftest import ROOT, job, lines, timed_out
-from simcluster import SimCluster, require, sweep
+from simcluster import cluster_fixture
 from test_fm_job import TRAINING as FM_TRAINING
 from test_fm_job import check_evaluation
 
@@ -39,13 +39,7 @@ QUICKSTART = os.path.join(ROOT, "examples", "quickstart", "linear_job.py")
 SAMPLE = os.path.join(os.path.dirname(pyspark.__file__), "data", "mllib", "als", "sample_movielens_ratings.txt")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    require()
-    sweep()
-    with SimCluster(hosts=3, shared=True, cores=2, memory="3g",
-                    env={"ELEARN_TEST_TAG": uuid.uuid4().hex}) as c:
-        yield c
+cluster = cluster_fixture(hosts=3, shared=True, cores=2, memory="3g", env={"ELEARN_TEST_TAG": uuid.uuid4().hex})
 
 
 SERVICES: set = set()   # processes that outlive one test on purpose (the S3 server)

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pyspark
+import pytest
 
 from conftest import JOBS, ROOT, assert_no_orphans, lines
 
@@ -103,6 +104,7 @@ def test_submit_on_the_notebooks_own_session_in_both_modes_and_interrupted(tmp_p
     assert_no_orphans(tag)
 
 
+@pytest.mark.slow
 def test_the_example_notebook_runs_cell_by_cell(tmp_path):
     """examples/notebook.ipynb as a user runs it: every code cell in order, in a real kernel started
     in examples/; it trains, then scores unseen rows close to the true weights."""
