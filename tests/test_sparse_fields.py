@@ -71,7 +71,16 @@ def test_allreduce_mode_trains_string_and_tag_fields_with_a_row_wise_optimizer(p
     run = pl_submit(job("sparse_fields.py"), "--ps", 0, "--workers", 2, "--arg", "epochs=4",
                     "--arg", f"out={out}", timeout=600)
     assert run.returncode == 0, run.output[-3000:]
-    assert RESULT not in run.output
+    assert RESULT not in run.output and "trains faster in PS mode" not in run.output   # small tables
     seen = [r for r in lines(out) if r["mode"] == "allreduce"]
     assert seen and seen[-1]["accuracy"][-1] > 0.9, seen
     assert seen[-1]["loss"][-1] < 0.6 * seen[-1]["loss"][0], seen
+
+
+def test_allreduce_mode_says_a_model_with_big_tables_trains_faster_in_ps_mode():
+    import tf_keras
+
+    model = compiled(tf_keras, tf_keras.optimizers.Adagrad())
+    notice = optimizers.mirrored_tables_warning(model, threshold=2000 * 8 * 4)
+    assert "trains faster in PS mode (--ps N)" in notice and "(2,000 x 8, 0 MiB)" in notice, notice
+    assert optimizers.mirrored_tables_warning(model) is None          # below 64 MiB: nothing said

@@ -9,8 +9,8 @@ both Keras implementations (``tf_keras`` and Keras 3) is wrapped so that every c
   ``--checkpoint-every 10m`` (time), within long epochs too; a restart resumes at the start of the
   epoch such a checkpoint was taken in, with the weights as saved;
 - reports the step, loss and metrics (``ctx.report``), so the summary has them;
-- the first one says so when the optimizer rewrites whole embedding tables every step
-  (``elearn.train.optimizers``).
+- the first one says so when the optimizer rewrites whole embedding tables every step, and in
+  allreduce mode when the model's tables will be read whole every step (``elearn.train.optimizers``).
 
 The user's own callbacks still run. A ``fit`` given its own ``BackupAndRestore`` keeps it and gets
 no elearn checkpoints; ``--checkpoint-every off`` turns them off. Each ``fit`` call of ``train`` has
@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass
 
 from elearn.errors import ElearnError
-from elearn.train.optimizers import dense_update_warning
+from elearn.train.optimizers import dense_update_warning, mirrored_tables_warning
 from elearn.train.tfimport import real_spec
 
 PATCHED = "_elearn_fit"
@@ -122,9 +122,11 @@ def _patch(keras, ctx, every: CheckpointEvery, state: dict) -> None:
         number = state["calls"]
         state["calls"] += 1
         if number == 0:
-            warning = dense_update_warning(self)
-            if warning:
-                print(f"[elearn] warning: {warning}", flush=True)
+            notes = [dense_update_warning(self)]
+            if ctx.mode == "allreduce" and ctx.is_chief:
+                notes.append(mirrored_tables_warning(self))
+            for note in filter(None, notes):
+                print(f"[elearn] warning: {note}", flush=True)
         ours = next((c for c in callbacks if isinstance(c, FitCheckpointBase)), None)
         theirs = any(type(c).__name__ == "BackupAndRestore" for c in callbacks)
         if ours is None and every.enabled and not theirs:
