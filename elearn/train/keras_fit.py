@@ -121,9 +121,9 @@ def _patch(keras, ctx, every: CheckpointEvery, state: dict) -> None:
         callbacks = list(kwargs.get("callbacks") or [])
         number = state["calls"]
         state["calls"] += 1
-        if number == 0:
+        if number == 0 and ctx.is_chief:   # once, where the user reads it (the chief's output)
             notes = [dense_update_warning(self)]
-            if ctx.mode == "allreduce" and ctx.is_chief:
+            if ctx.mode == "allreduce":
                 notes.append(mirrored_tables_warning(self))
             for note in filter(None, notes):
                 print(f"[elearn] warning: {note}", flush=True)
