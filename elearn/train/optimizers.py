@@ -4,18 +4,18 @@ embedding tables, or (allreduce mode) tables read whole on every step.
 An embedding table's gradient is an ``IndexedSlices`` of the rows a batch looked up, and an
 optimizer may apply it as a scatter to those rows or rewrite the whole table and its slots. Which
 one does which is not in the names. CPU per update of a 2M x 16 float table (122 MiB) from a
-gradient of 1,000 rows, one process, TF 2.21 (``bench/optimizers.py``; the latest run in
-``bench/README.md``):
+gradient of 1,000 rows, one process, TF 2.21 (``bench/optimizers.py``; this run's full table is
+in ``bench/README.md``):
 
 =================  =====================================  ===========================
 Keras              rows only (ms)                         whole table (ms)
 =================  =====================================  ===========================
-tf_keras           ``Adagrad`` 0.4                        ``SGD`` 50 (any momentum),
-                                                          ``Adam`` 144, ``Ftrl`` 137
-tf_keras legacy    ``Adagrad`` 0.5, ``SGD`` 0.3 (also     ``Adam`` 95
-                   with momentum), ``Ftrl`` 0.8
-Keras 3            ``SGD`` without momentum 0.6           ``SGD`` with momentum 47,
-                                                          ``Adagrad`` 31, ``Adam`` 79, ``Ftrl`` 152
+tf_keras           ``Adagrad`` 0.5                        ``SGD`` 44-62 (any momentum),
+                                                          ``Adam`` 136, ``Ftrl`` 151
+tf_keras legacy    ``Adagrad`` 0.6, ``SGD`` 0.5 (0.3      ``Adam`` 95
+                   with momentum), ``Ftrl`` 0.5
+Keras 3            ``SGD`` without momentum 0.2           ``SGD`` with momentum 30,
+                                                          ``Adagrad`` 35, ``Adam`` 105, ``Ftrl`` 141
 =================  =====================================  ===========================
 
 A whole-table update costs in proportion to the table, so a 10M-row table under ``Adam`` spends
@@ -108,6 +108,6 @@ def dense_update_warning(model, threshold: int = TABLE_BYTES) -> str | None:
     which = f"{keras}{'.optimizers.legacy' if generation == 'legacy' else '.optimizers'}.{name}"
     return (f"{which} rewrites every row of a table (and its slots) on every step, though a batch "
             f"touches only the rows it looked up: {tables}. Measured on a 122 MiB table, CPU per "
-            f"update: tf_keras Adam 144 ms, Adagrad 0.4 ms. Optimizers that update only the rows looked "
+            f"update: tf_keras Adam 136 ms, Adagrad 0.5 ms. Optimizers that update only the rows looked "
             f"up: {ALTERNATIVES}. (Dense layers may keep Adam through a second optimizer in a custom "
             f"train_step.)")
