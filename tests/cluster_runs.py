@@ -2,10 +2,13 @@
 nodes ran, its processes, and a real S3 endpoint every host reaches."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 
 from conftest import ROOT, timed_out
@@ -150,3 +153,39 @@ class S3OnEdge:
             os.killpg(self.proc.pid, 9)
             self.proc.wait(30)
             self.proc = None
+
+
+@contextlib.contextmanager
+def zookeeper_on(host, port: int, log: str, address: str | None = None):
+    """A ZooKeeper server on ``host`` listening at ``address:port`` (every interface when None), as
+    an external ensemble stands outside the application: started before ``pl_submit``, stopped
+    after. Yields the ``host:port`` the driver connects to."""
+    with open(log, "ab") as f:
+        proc = host.popen([sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from elearn.cluster.zookeeper import EmbeddedZooKeeper
+            EmbeddedZooKeeper("/tmp/zk-external-{port}", port={port}, address={address!r}).start()
+            time.sleep(3600)
+        """)], env={"PYTHONPATH": ROOT}, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: host.can_connect(address or "127.0.0.1", port), 120,
+                   on_timeout=timed_out(f"ZooKeeper on {host.name}"))
+        yield f"{address or '127.0.0.1'}:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def zookeeper_zxid(host, hosts: str) -> int:
+    """The last transaction id of the ZooKeeper at ``hosts``, asked from ``host`` (``srvr``, the
+    four-letter command every server answers): it grows with every znode written."""
+    out = host.run([sys.executable, "-c", textwrap.dedent(f"""
+        from kazoo.client import KazooClient
+        zk = KazooClient(hosts={hosts!r}, timeout=10)
+        zk.start(timeout=30)
+        print(zk.command(b"srvr"))
+        zk.stop()
+    """)], env={"PYTHONPATH": ROOT}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("Zxid:"))
+    return int(line.split(":", 1)[1].strip(), 16)

@@ -8,7 +8,8 @@ Each host is a set of namespaces owned by one long-lived "holder" process:
 * its own UTS namespace (hostname ``edge``, ``h1`` ... ``hN``) and mount namespace, in which a hosts
   file listing every host is bind-mounted over ``/etc/hosts``;
 * on worker hosts, fresh tmpfs mounts over ``/tmp``, ``~/.elearn``, ``~/.cache`` and ``/dev/shm``, so
-  nothing one host writes there is seen by another host or by the edge.
+  nothing one host writes there is seen by another host or by the edge; the Spark Worker's
+  directories (``WORKER_DISK``) are a directory of the host's own on the machine's disk.
 
 The edge host (where a driver runs) keeps the machine's real ``/tmp`` and ``$HOME``: what a test
 writes under its ``tmp_path`` is visible to a driver on the edge, and on no worker host.
@@ -65,7 +66,13 @@ _DIR_RE = re.compile(r"^elsim-([0-9a-f]{4})$")
 MASTER_PORT = 7077
 MASTER_UI_PORT = 8080
 WORKER_UI_PORT = 8081
-WORKER_DIR = "/tmp/spark-work"    # on each worker host's private /tmp
+# A worker host's Spark directories, on the machine's disk (a directory of the cluster's own per
+# host, mounted inside the host's private /tmp), as a real worker's are on its local disks: executors
+# unpack shipped environments there (2.5 GB for a TensorFlow venv, per executor), which a tmpfs
+# would hold in memory, three hosts over.
+WORKER_DISK = "/tmp/spark-disk"
+WORKER_DIR = WORKER_DISK + "/work"       # executors' working directories (their logs, files, archives)
+WORKER_LOCAL_DIR = WORKER_DISK + "/local"  # SPARK_LOCAL_DIRS: fetched files, shuffle and block data
 SPARK_LOG_DIR = "/tmp/spark-logs"
 
 # The daemons are bookkeeping only: keep them small and quick to start on a 2-core machine.
@@ -678,6 +685,10 @@ class SimCluster:
                 steps.append(f"mount --bind {q(path)} {q(hold)}")
             steps.append("mount -t tmpfs -o mode=1777 elsim-tmp /tmp")
             steps.append("mount -t tmpfs -o mode=1777 elsim-shm /dev/shm")
+            disk = os.path.join(self.dir, "disk", h.name)
+            os.makedirs(disk, exist_ok=True)
+            steps.append(f"mkdir -p {WORKER_DISK}")
+            steps.append(f"mount --bind {q(disk)} {WORKER_DISK}")
             for sub in (".elearn", ".cache"):
                 d = os.path.join(home, sub)
                 os.makedirs(d, exist_ok=True)  # the mountpoint, on the machine's disk
@@ -727,8 +738,11 @@ class SimCluster:
 
     def _spark_env(self, h: SimHost) -> dict:
         opts = DAEMON_JAVA_OPTS + "".join(f" -D{k}={v}" for k, v in self.daemon_conf.items())
-        return {"SPARK_HOME": spark_home(), "SPARK_LOCAL_IP": h.address, "SPARK_LOG_DIR": SPARK_LOG_DIR,
-                "SPARK_DAEMON_MEMORY": DAEMON_MEMORY, "SPARK_DAEMON_JAVA_OPTS": opts}
+        env = {"SPARK_HOME": spark_home(), "SPARK_LOCAL_IP": h.address, "SPARK_LOG_DIR": SPARK_LOG_DIR,
+               "SPARK_DAEMON_MEMORY": DAEMON_MEMORY, "SPARK_DAEMON_JAVA_OPTS": opts}
+        if h.is_worker:
+            env["SPARK_LOCAL_DIRS"] = WORKER_LOCAL_DIR
+        return env
 
     def _spawn_daemon(self, h: SimHost, kind: str, argv: list[str]) -> subprocess.Popen:
         old = self._daemons.pop((h.name, kind), None)
@@ -1020,7 +1034,7 @@ def _cmd_up(args) -> int:
         print(cluster.describe())
         print(f"up in {cluster.bring_up_seconds:.1f}s. Run a command on a host:\n"
               f"  {sys.executable} {me} exec edge -- hostname\n"
-              f"  {sys.executable} {me} exec h1 -- ls /tmp/spark-work\n"
+              f"  {sys.executable} {me} exec h1 -- ls /tmp/spark-disk/work\n"
               f"Ctrl-C (or `{me} down`) tears it down.", flush=True)
         while True:
             signal.pause()

@@ -1,7 +1,7 @@
 """Environment archives: checks that fail before Spark starts, and packing cached by content.
 
 Shipping a packed TensorFlow environment to real executors and proving the TF nodes ran inside it
-is in test_clusters.py (it needs a cluster with executors).
+is in test_multihost.py, with the FM example's cluster command (it needs a cluster with executors).
 """
 import io
 import os

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -22,7 +21,8 @@ import uuid
 
 import pyspark
 import pytest
-from cluster_runs import S3OnEdge, environ_has, lines_on, node_hosts, start_on, submit_on, tf_processes
+from cluster_runs import (S3OnEdge, environ_has, lines_on, node_hosts, start_on, submit_on, tf_processes,
+                          zookeeper_on, zookeeper_zxid)
 from conftest import ROOT, job, lines, timed_out
 from simcluster import cluster_fixture
 from test_fm_job import TRAINING as FM_TRAINING
@@ -191,18 +191,57 @@ def test_keras3_allreduce_job_with_its_own_modules_and_py_files(cluster, tmp_pat
     assert summary["metrics"]["accuracy"] > 0.9, summary
 
 
-def test_fm_example_with_two_ps_from_a_folder_only_the_edge_has(cluster, tmp_path):
-    """The FM example imports its sibling modules; its post_train scores with the exported model,
-    which lives on the edge's disk and is shipped to the executors by Spark."""
+def readme_cluster_command(path: str, substitutions: dict) -> list[str]:
+    """The command of the "On a cluster" section of the example's README as argv (without
+    ``pl_submit``), each placeholder replaced. A placeholder the README no longer has fails the
+    test: the command run is the one a user copies."""
+    import shlex
+
+    text = open(path).read()
+    section = text[text.index("## On a cluster"):]
+    block = section[section.index("```\n") + 4:]
+    command = block[:block.index("```")].replace("\\\n", " ")
+    for placeholder, value in substitutions.items():
+        assert placeholder in command, f"{placeholder!r} is no longer in the README's command: {command}"
+        command = command.replace(placeholder, value)
+    argv = shlex.split(command)
+    assert argv[0] == "pl_submit", command
+    return argv[1:]
+
+
+def test_fm_examples_cluster_command_ships_its_venv_meets_in_zookeeper_and_keeps_the_model_in_s3(
+        cluster, s3, tmp_path):
+    """The FM example's README command for a cluster, run on the edge from a folder only the edge
+    has (the job imports its sibling modules): a venv packed at submit and unpacked on every
+    executor, whose interpreter and TensorFlow the nodes run; a ZooKeeper outside the application,
+    which the nodes on the worker hosts reach; checkpoints and the model in S3, the model scored
+    from there by the executors in post_train; the data and the outputs on a mount."""
     import shutil
 
+    import pyarrow.parquet as pq
+    from envbuild import build_runtime_venv
+
     folder = shutil.copytree(os.path.join(ROOT, "examples", "fm_movielens"), str(tmp_path / "fm"))
+    venv = build_runtime_venv(str(tmp_path / "venvs" / "fm"))
+    shared = cluster.shared_dir
+    os.makedirs(os.path.join(shared, "ml-1m"), exist_ok=True)
+    shutil.copy(SAMPLE, os.path.join(shared, "ml-1m"))  # the 1,501 sample ratings stand for the data
     out = tmp_path / "fm.jsonl"
-    run = submit_on(cluster.edge, [os.path.join(folder, "fm_job.py"), "--ps", 2, "--workers", 2,
-                                   "--app-name", "mh-fm", "--arg", f"data={SAMPLE}", *FM_TRAINING,
-                                   "--arg", "shard_kib=1", "--arg", f"out={out}", *master(cluster)],
-                   str(tmp_path / "home"), timeout=1200)
-    assert run.returncode == 0, run.output[-4000:]
+    with zookeeper_on(cluster.edge, 2282, str(tmp_path / "zk.log"), address=cluster.edge.address) as zk:
+        before = zookeeper_zxid(cluster.edge, zk)
+        argv = readme_cluster_command(os.path.join(ROOT, "examples", "fm_movielens", "README.md"), {
+            "examples/fm_movielens/fm_job.py": os.path.join(folder, "fm_job.py"),
+            "spark://spark-master:7077": cluster.master_url, "~/venvs/fm": venv,
+            "zk1:2181,zk2:2181,zk3:2181": zk, "s3://my-bucket/": "s3://elearn/", "/mnt/shared/": f"{shared}/"})
+        # What the test adds: a small run, S3 credentials for moto, an uncompressed archive (faster).
+        run = submit_on(cluster.edge, [*argv, "--app-name", "mh-fm", *FM_TRAINING, "--arg", "shard_kib=1",
+                                       "--arg", f"out={out}", "--register-timeout", 600, *s3.executor_conf()],
+                        str(tmp_path / "home"), env={**s3.env(), "ELEARN_PACK_LEVEL": "0"}, timeout=1200)
+        assert run.returncode == 0, run.output[-4000:]
+        # The application met in the external ZooKeeper (its znodes written there), and no other.
+        assert f"ZooKeeper: external ensemble {zk}" in run.stdout and "embedded server" not in run.stdout
+        assert zookeeper_zxid(cluster.edge, zk) > before + 10
+    assert f"packing {venv} with venv-pack" in run.output
     got = {e["event"]: e for e in map(json.loads, out.read_text().splitlines())}
     assert got["train"]["rows"] == 1369 and got["train"]["mode"] == "ps"
     # 1 KiB shards: the 30 x 16 user table is listed as its parts, one on each PS, 30 rows together.
@@ -213,30 +252,47 @@ def test_fm_example_with_two_ps_from_a_folder_only_the_edge_has(cluster, tmp_pat
     assert len(parts) == 2 and sum(s["shape"][0] for s in parts) == 30
     check_evaluation(got, below_mean=False)  # PS mode: the loss fell; the RMSE is only sane (see there)
     assert "validation RMSE on 132 ratings" in run.stdout
+    # Every TF node ran the unpacked archive's interpreter and its TensorFlow, not the edge's.
+    logs = os.path.join(run.app_dir("mh-fm"), "nodes", "logs")
+    for name in ("ps-0", "ps-1", "worker-0", "worker-1"):
+        line = next(ln for ln in open(os.path.join(logs, f"{name}.log")) if "serving at" in ln)
+        prefix, tf_dir = re.search(r"\(python (\S+), tensorflow (\S+)\)", line).groups()
+        assert prefix.endswith(os.sep + "environment") and prefix != sys.prefix, line
+        assert tf_dir.startswith(prefix + os.sep), line
+    # Checkpoints and the model in S3; the vocabularies and the prediction table on the mount.
+    assert "checkpoint" in s3.listing("s3://elearn/fm/checkpoints/fit-0")
+    assert "saved_model.pb" in s3.listing("s3://elearn/fm/model")
+    assert got["outputs"]["model"] == "s3://elearn/fm/model"
+    assert got["outputs"]["vocabularies"]["user"] == f"{shared}/fm-outputs/vocab/users.parquet"
+    users = pq.read_table(got["outputs"]["vocabularies"]["user"]).to_pydict()
+    assert sorted(users["user_idx"]) == list(range(30))
+    predictions = pq.read_table(got["outputs"]["predictions"]).to_pylist()
+    assert len(predictions) == 132 and 1.0 < sum(r["prediction"] for r in predictions) / 132 < 5.0
+
+
+def test_allreduce_wider_than_the_clusters_slots_fails_with_the_slot_arithmetic(cluster, tmp_path):
+    """7 allreduce workers on 3 hosts of 2 cores: Spark's barrier check refuses the stage, and the
+    error gives the slots the cluster offered and the fix, within --register-timeout."""
+    t0 = time.monotonic()
+    run = submit_on(cluster.edge, [job("allreduce_nofeed.py"), "--workers", 7, "--app-name", "mh-wide",
+                                   *short_register_timeout(cluster, 20)], str(tmp_path / "home"), timeout=600)
+    assert run.returncode == 1, run.output[-3000:]
+    assert ("allreduce mode runs its 7 workers as one barrier stage, all at once, but the cluster "
+            "offered 6 task slots on 3 executor(s)") in run.stderr, run.output[-3000:]
+    assert "or ask for fewer --workers" in run.stderr
+    assert time.monotonic() - t0 < 20 + 120
 
 
 def test_nodes_that_cannot_reach_zookeeper_fail_naming_the_address(cluster, tmp_path):
     """--zk 127.0.0.1:PORT reaches a ZooKeeper on the edge from the driver, and nothing from the
     worker hosts: the nodes fail within the register timeout naming the address they tried."""
     port = 2281
-    with open(tmp_path / "zk.log", "wb") as log:
-        zk = cluster.edge.popen([sys.executable, "-c", textwrap.dedent(f"""
-            import time
-            from elearn.cluster.zookeeper import EmbeddedZooKeeper
-            EmbeddedZooKeeper("/tmp/zk-unreachable", port={port}).start()
-            time.sleep(3600)
-        """)], env={"PYTHONPATH": ROOT}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: cluster.edge.can_connect("127.0.0.1", port), 120,
-                   on_timeout=timed_out("ZooKeeper on the edge"))
+    with zookeeper_on(cluster.edge, port, str(tmp_path / "zk.log")) as zk:
         t0 = time.monotonic()
         run = submit_on(cluster.edge, [job("linear_fit.py"), "--ps", 1, "--workers", 1, "--app-name", "mh-zk",
-                                       "--zk", f"127.0.0.1:{port}", *short_register_timeout(cluster, 30)],
+                                       "--zk", zk, *short_register_timeout(cluster, 30)],
                        str(tmp_path / "home"), timeout=600)
         took = time.monotonic() - t0
-    finally:
-        os.killpg(zk.pid, signal.SIGKILL)
-        zk.wait(30)
     assert run.returncode == 1, run.output[-4000:]
     assert f"cannot reach ZooKeeper at '127.0.0.1:{port}'" in run.stderr, run.output[-4000:]
     assert took < 30 + 90, f"took {took:.0f}s"
