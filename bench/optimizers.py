@@ -1,8 +1,9 @@
 """Which optimizers apply an embedding gradient to the looked-up rows only, and what the others cost.
 
-    python bench/optimizers.py [--rows 2000000] [--dim 16] [--touched 1000] [--steps 5]
+    python bench/optimizers.py [--rows 2000000] [--dim 16] [--touched 1000] [--steps 5] [--strategy mwms]
 
-One process, no strategy: a ``rows x dim`` float table and an ``IndexedSlices`` gradient of
+One process, no strategy (or, with ``--strategy mwms``, under a one-worker
+MultiWorkerMirroredStrategy, as elearn's allreduce mode trains): a ``rows x dim`` float table and an ``IndexedSlices`` gradient of
 ``touched`` rows (what an embedding lookup's gradient is); each optimizer applies it ``steps``
 times inside a ``tf.function`` after one warm-up step, and the CPU time per update is reported
 (process CPU: every TF thread counted), with the ratio to tf_keras Adagrad. A row-wise update costs
@@ -43,19 +44,21 @@ def candidates():
     ]
 
 
-def cpu_ms_per_update(kind: str, optimizer, rows: int, dim: int, touched: int, steps: int) -> float:
+def cpu_ms_per_update(kind: str, make, rows: int, dim: int, touched: int, steps: int, strategy) -> float:
     import keras
     import tensorflow as tf
 
-    table = keras.Variable(tf.zeros([rows, dim])) if kind == "keras" else tf.Variable(tf.zeros([rows, dim]))
+    with strategy.scope():
+        table = keras.Variable(tf.zeros([rows, dim])) if kind == "keras" else tf.Variable(tf.zeros([rows, dim]))
+        optimizer = make()
+        if kind == "keras":
+            optimizer.build([table])
     grad = tf.IndexedSlices(tf.ones([touched, dim]), tf.range(touched, dtype=tf.int64) * (rows // touched),
                             tf.constant([rows, dim], tf.int64))
-    if kind == "keras":
-        optimizer.build([table])
 
     @tf.function
     def step():
-        optimizer.apply_gradients([(grad, table)])
+        strategy.run(lambda: optimizer.apply_gradients([(grad, table)]))
 
     step()
     start = time.process_time()
@@ -70,9 +73,14 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--touched", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--strategy", choices=("none", "mwms"), default="none")
     a = parser.parse_args()
-    print(f"table {a.rows:,} x {a.dim} ({a.rows * a.dim * 4 / 2**20:,.0f} MiB), gradient of {a.touched:,} rows")
-    results = [(name, cpu_ms_per_update(kind, make(), a.rows, a.dim, a.touched, a.steps))
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if a.strategy == "mwms" else tf.distribute.get_strategy()
+    print(f"table {a.rows:,} x {a.dim} ({a.rows * a.dim * 4 / 2**20:,.0f} MiB), gradient of {a.touched:,} rows, "
+          f"strategy {a.strategy}")
+    results = [(name, cpu_ms_per_update(kind, make, a.rows, a.dim, a.touched, a.steps, strategy))
                for name, kind, make in candidates()]
     base = results[0][1]
     print(f"| optimizer | CPU ms per update | vs {results[0][0]} |\n| --- | ---: | ---: |")

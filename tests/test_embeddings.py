@@ -115,3 +115,20 @@ def test_sharded_over_two_parameter_servers_it_trains_and_exports_for_raw_string
     # Scored by the loaded SavedModel from raw strings; the planted rule is learnable to ~100%.
     assert seen["accuracy"] > 0.9 > seen["base_rate"] + 0.2, seen
     assert seen["signature"] == ["tags", "user"]
+
+
+def test_under_a_mirrored_strategy_it_reads_rows_of_its_own_copy_and_trains_as_without_one():
+    """Allreduce mode's strategy, in a process of its own (it configures the process's collectives):
+    the lookup gathers rows of the worker's own copy of the table (ResourceGather) rather than
+    reading the mirrored table whole (ReadVariableOp, then GatherV2: what embedding_lookup does to a
+    mirrored variable), and three steps of a row-wise optimizer move exactly the looked-up rows, to
+    the same values as without a strategy."""
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "jobs", "embeddings_mirrored.py")],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    for keras in ("tf_keras", "keras"):
+        assert "ResourceGather" in seen[keras] and "ReadVariableOp" not in seen[keras], seen[keras]
+    assert seen["moved_rows"] == [1, 2, 7, 100 + 1, 100 + 2, 100 + 5]   # users 1, 2, 7; tags 1, 2, 5
+    assert seen["max_difference"] < 1e-6

@@ -11,6 +11,11 @@ both: every field's ids are offset into one table, ``tf.unique`` runs over the w
 gradient is then an ``IndexedSlices`` of the distinct rows, which sparse optimizers (Adagrad)
 apply as a scatter.
 
+Under ``MultiWorkerMirroredStrategy`` (allreduce mode) the layer looks up the worker's own copy of
+the mirrored table: ``tf.nn.embedding_lookup`` and ``tf.gather`` read a mirrored variable whole, as a
+tensor, on every step (measured, a 4M x 16 table, tf_keras: 49 ms of CPU a step against 8 ms without
+a strategy; looking up the own copy, with a row-wise optimizer, 9 ms: ``bench/README.md``).
+
 Strings are hashed inside the layer (``tf.strings.to_hash_bucket_fast``), so an exported model takes
 the raw values a serving system sends, and nothing has to ship a vocabulary: under
 ``ParameterServerStrategy`` a ``StringLookup`` vocabulary becomes a table copied to every worker.
@@ -100,6 +105,8 @@ def _layer_class(keras):
     import tensorflow as tf
 
     class FieldEmbeddingsLayer(keras.layers.Layer):
+        looks_up_own_copy = True   # elearn.train.optimizers: no whole-table read under a mirrored strategy
+
         def __init__(self, fields: dict, dim: int, combiner: str = "mean", **kwargs):
             super().__init__(**kwargs)
             self.fields, self.dim, self.combiner = dict(fields), dim, combiner
@@ -129,7 +136,7 @@ def _layer_class(keras):
                 segments.append(rows + number * batch)
             ids, segments = tf.concat(ids, 0), tf.concat(segments, 0)
             distinct, where = tf.unique(ids)
-            vectors = tf.gather(tf.nn.embedding_lookup(self.table, distinct), where)
+            vectors = tf.gather(tf.nn.embedding_lookup(_own_copy(self.table), distinct), where)
             cells = len(self.fields) * batch
             pooled = tf.math.unsorted_segment_sum(vectors, segments, cells)
             if self.combiner == "mean":
@@ -146,6 +153,21 @@ def _layer_class(keras):
 
     FieldEmbeddingsLayer.__name__ = FieldEmbeddingsLayer.__qualname__ = "FieldEmbeddings"
     return FieldEmbeddingsLayer
+
+
+def _own_copy(table):
+    """The worker's own copy of a mirrored table, or ``table`` itself when it is not mirrored.
+
+    ``embedding_lookup`` converts a ``MirroredVariable`` (not a ``BaseResourceVariable``) to a tensor,
+    a read of the whole table, before gathering; the copy of the replica that reads it is a plain
+    resource variable, gathered row by row. The gradient still reaches the mirrored variable: the
+    tape watches a mirrored variable through the copy its replica reads, as it does for Keras's own
+    layers. ``_get_on_device_or_primary`` is how TensorFlow's own distributed code picks that copy
+    (there is no public name for it); a table without it (plain, or sharded under
+    ParameterServerStrategy) is looked up as it is."""
+    variable = getattr(table, "_value", table)   # a Keras 3 variable wraps its tf.Variable
+    own = getattr(variable, "_get_on_device_or_primary", None)
+    return own() if own is not None else table
 
 
 def _flatten(x):

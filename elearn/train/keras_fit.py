@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass
 
 from elearn.errors import ElearnError
-from elearn.train.optimizers import dense_update_warning, mirrored_tables_warning
+from elearn.train.optimizers import dense_update_warning, mirrored_tables_warning, sparse_lookup_layers
 from elearn.train.tfimport import real_spec
 
 PATCHED = "_elearn_fit"
@@ -122,11 +122,14 @@ def _patch(keras, ctx, every: CheckpointEvery, state: dict) -> None:
         number = state["calls"]
         state["calls"] += 1
         if number == 0 and ctx.is_chief:   # once, where the user reads it (the chief's output)
-            notes = [dense_update_warning(self)]
-            if ctx.mode == "allreduce":
+            mirrored = ctx.mode == "allreduce"
+            notes = [dense_update_warning(self, mirrored=mirrored)]
+            if mirrored:
                 notes.append(mirrored_tables_warning(self))
             for note in filter(None, notes):
                 print(f"[elearn] warning: {note}", flush=True)
+        if ctx.mode == "allreduce" and ctx.num_workers > 1:
+            _one_step_per_call_for_sparse_lookups(self, ctx)
         ours = next((c for c in callbacks if isinstance(c, FitCheckpointBase)), None)
         theirs = any(type(c).__name__ == "BackupAndRestore" for c in callbacks)
         if ours is None and every.enabled and not theirs:
@@ -143,6 +146,30 @@ def _patch(keras, ctx, every: CheckpointEvery, state: dict) -> None:
 
     setattr(fit, PATCHED, True)
     model_class.fit = fit
+
+
+def _one_step_per_call_for_sparse_lookups(model, ctx) -> None:
+    """Allreduce mode, several workers, a tf_keras model with embedding lookups: one step per call.
+
+    Their gradients are ``IndexedSlices`` of each worker's own rows, all-gathered with a branch on
+    whether every worker has as many rows; inside the loop of a ``steps_per_execution`` call the
+    workers' gathers meet mismatched ("Shape mismatch in the collective instance ... expected shape
+    [1758,8] but another member in the group expected shape [1752,8]", examples/ctr_criteo with
+    ``steps_per_execution=25`` on two workers; one step per call trains). Every worker decides
+    alike, from the model, so all run the same steps. Keras 3 runs one step per call there anyway
+    (``elearn.mpi.keras_fixes``)."""
+    steps = getattr(model, "_steps_per_execution", None)   # tf_keras: a variable; Keras 3: absent
+    if steps is None or not hasattr(steps, "assign") or int(steps.numpy()) <= 1:
+        return
+    layers = sparse_lookup_layers(model)
+    if not layers:
+        return
+    if ctx.is_chief:
+        print(f"[elearn] {ctx.num_workers} allreduce workers run 1 step per execution, not "
+              f"{int(steps.numpy())}: TensorFlow's all-gather of the sparse gradients of "
+              f"{', '.join(layers)} fails inside a call of several steps", flush=True)
+    steps.assign(1)
+    model.train_function = None   # rebuilt for one step per call
 
 
 def _batch_size(kwargs) -> int | None:

@@ -91,16 +91,26 @@ class CriteoCTR(SparkTFJob):
 
     # -- TensorFlow --------------------------------------------------------------------------------
     def train(self, ctx):
-        keras, a = ctx.keras, self.args
+        # tf_keras in both modes: ParameterServerStrategy trains only tf_keras, and under
+        # MultiWorkerMirroredStrategy (allreduce) tf_keras's legacy Adagrad updates only the rows a
+        # batch looked up, where Keras 3's Adagrad rewrites the whole table every step and tf_keras's
+        # current one reads its whole accumulator (2.1x the legacy one's CPU per example on the
+        # benchmark DeepFM: bench/README.md). elearn.FieldEmbeddings looks up the worker's own copy.
+        import tf_keras as keras
+
+        a = self.args
         batch, epochs = int(a.get("batch_size", 1024)), int(a.get("epochs", 2))
         field_buckets = ctr_model.buckets(float(a.get("buckets_scale", 1.0)))
+        lr = float(a.get("lr", 0.1))
         with ctx.strategy.scope():
             model = ctr_model.build_deepfm(keras, field_buckets, self.stats["count_mean"],
                                            self.stats["count_std"], dim=int(a.get("dim", 16)))
             # Adagrad updates only the table rows a batch looked up (Adam would rewrite all 20M
-            # rows of each table every step). Keras 3 under MultiWorkerMirroredStrategy fails with
-            # more than one step per execution; tf_keras in PS mode needs many to keep workers busy.
-            model.compile(optimizer=keras.optimizers.Adagrad(float(a.get("lr", 0.1))), loss="binary_crossentropy",
+            # rows of each table every step). steps_per_execution packs steps into one call in PS
+            # mode; in allreduce mode, with two workers or more, TensorFlow's all-gather of sparse
+            # gradients fails inside a call of several steps (docs/allreduce.md): one step per call.
+            optimizer = keras.optimizers.Adagrad(lr) if ctx.mode == "ps" else keras.optimizers.legacy.Adagrad(lr)
+            model.compile(optimizer=optimizer, loss="binary_crossentropy",
                           steps_per_execution=int(a.get("steps_per_execution", 25 if ctx.mode == "ps" else 1)))
         if ctx.is_chief:
             ids = sum(field_buckets.values())

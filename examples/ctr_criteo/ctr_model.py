@@ -1,4 +1,4 @@
-"""DeepFM over Criteo's fields, for tf_keras (PS mode) or Keras 3 (allreduce mode).
+"""DeepFM over Criteo's fields, for tf_keras (the example trains with it in both modes) or Keras 3.
 
 Inputs, as the feed delivers them (one row per click-log line):
 

@@ -3,8 +3,12 @@ Spark, embedded with elearn.FieldEmbeddings, trained in either mode and exported
 
 The label is planted: 1 when the user is one of every third user or the row carries tag t1, so a
 model that learned scores far above the base rate. Arguments: rows (table rows for the user
-field), optimizer (adagrad | adam), epochs, out (a JSON-lines file for what train saw).
+field), optimizer (adagrad | adam), epochs, keras (tf_keras: build with tf_keras in allreduce mode
+too, with its legacy Adagrad, the row-wise one there), steps_per_execution (default 1), out (a
+JSON-lines file for what train saw).
 """
+import importlib
+
 from common import record
 from pyspark.sql import functions as F
 
@@ -23,7 +27,8 @@ class SparseFields(SparkTFJob):
         return df
 
     def train(self, ctx):
-        keras = ctx.keras
+        keras = importlib.import_module(self.args["keras"]) if "keras" in self.args else ctx.keras
+        legacy = keras.__name__ == "tf_keras" and ctx.mode == "allreduce"
         rows = int(self.args.get("rows", 1000))
         with ctx.strategy.scope():
             emb = elearn.FieldEmbeddings({"user": rows, "tags": 64}, 16, keras=keras)
@@ -32,8 +37,9 @@ class SparseFields(SparkTFJob):
             hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(emb(inputs)))
             model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
             optimizer = (keras.optimizers.Adam(0.01) if self.args.get("optimizer") == "adam"
-                         else keras.optimizers.Adagrad(0.5))
-            model.compile(optimizer, "binary_crossentropy", metrics=["accuracy"])
+                         else keras.optimizers.legacy.Adagrad(0.5) if legacy else keras.optimizers.Adagrad(0.5))
+            model.compile(optimizer, "binary_crossentropy", metrics=["accuracy"],
+                          steps_per_execution=int(self.args.get("steps_per_execution", 1)))
         batch = 256
         history = model.fit(ctx.dataset(label="label", batch_size=batch), epochs=int(self.args.get("epochs", 3)),
                             steps_per_epoch=ctx.steps_per_epoch(batch), verbose=0)
