@@ -208,7 +208,7 @@ def main():
         for key, target in TARGETS.items():
             m = med[name][key]
             print(f"| {name} | {key} | {', '.join(f'{r[key]:.1f}' for r in rs)} | {m:.1f} | "
-                  f"{m / med['local'][key]:.2f} | {target:.0f} | {m / target:.2f} |")
+                  f"{m / med['local'][key]:.2f} | {target:g} | {m / target:.2f} |")
     if args.shapes:
         plain, shaped = med[f"{args.hosts} hosts"], med[f"{args.hosts} hosts, PS shape"]
         print(f"\nPS shape vs none on the same cluster: first step {shaped['first step'] / plain['first step']:.2f}x,"

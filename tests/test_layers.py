@@ -51,3 +51,36 @@ def test_a_tf_server_process_loads_only_what_it_runs():
         assert not [m for m in loaded if m.startswith(("elearn.driver", "elearn.submit", "pyspark",
                                                         "kazoo", "rich", "fire"))], loaded
         assert len(loaded) <= most, loaded
+
+
+SERVER_LIB = """
+import sys
+from elearn.runtime import tf_server
+if sys.argv[1] == "short-way-fails":
+    class Refuse:  # server_lib refused while tensorflow is the empty package, as a moved module would be
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow.python.training.server_lib" and (
+                    sys.modules["tensorflow"].__loader__ is None):
+                raise ImportError("moved")
+    sys.meta_path.insert(0, Refuse())
+lib = tf_server._import_server_lib()
+server = lib.Server(lib.ClusterSpec({"worker": ["localhost:0"]}), job_name="worker", task_index=0,
+                    protocol="grpc", start=True)
+print(server.target.startswith("grpc://"), "tensorflow.python.eager.context" in sys.modules,
+      hasattr(sys.modules["tensorflow"], "__version__"), tf_server._package_dir(lib))
+"""
+
+
+def test_a_tf_server_starts_from_tensorflows_runtime_without_its_python_api():
+    """The server imports ``server_lib`` through an empty ``tensorflow`` package (0.5 instead of
+    3 CPU-s), and falls back to the full import when that way fails."""
+    import importlib.util
+    tf_dir = os.path.dirname(importlib.util.find_spec("tensorflow").origin)
+    got = {}
+    for way in ("short", "short-way-fails"):
+        out = subprocess.run([sys.executable, "-c", SERVER_LIB, way], capture_output=True,
+                             text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        got[way] = out.stdout.split()
+    assert got["short"] == ["True", "False", "False", tf_dir]
+    assert got["short-way-fails"] == ["True", "True", "True", tf_dir]
