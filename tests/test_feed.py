@@ -11,6 +11,7 @@ import decimal
 import json
 import math
 import os
+import subprocess
 import sys
 from collections import Counter
 
@@ -650,3 +651,43 @@ def test_empty_spool_and_a_chunk_of_empty_strings_read_back(tmp_path):
     assert got["s"].numpy().tolist() == [b""] * 3 and got["blob"].numpy().tolist() == [b""] * 3
     assert got["mixed"].shape == (3, 0)  # every array of the dataset is empty: width 0
     np.testing.assert_array_equal(got["fixed"].numpy(), [[1, 2], [3, 4], [5, 6]])
+
+
+
+ARRAYS = r"""
+import json, sys
+import numpy as np, pyarrow as pa
+from elearn.feed.arrays import from_numpy, from_strings, to_numpy, valid_mask
+out = [from_strings(["a", "", "\u00fc{}"]).to_pylist()]
+for values in (np.arange(11, dtype=np.int64) * 3, np.linspace(-1, 1, 13).astype(np.float32),
+               np.arange(11) % 3 == 1, np.zeros(0, np.int32)):
+    arr = from_numpy(values)
+    out.append([str(arr.type), to_numpy(arr).tolist(), to_numpy(arr[3:9]).tolist()])
+# int32 with nulls at every third place, sliced at an odd offset
+validity = from_numpy(np.arange(10) % 3 != 0).buffers()[1]
+holes = pa.Array.from_buffers(pa.int32(), 10, [validity, from_numpy(np.arange(10, dtype=np.int32) + 5).buffers()[1]])[1:]
+out.append([str(holes.type), to_numpy(holes).tolist(), valid_mask(holes).tolist()])
+print(json.dumps({"pandas": "pandas" in sys.modules, "out": out}))
+"""
+
+
+def test_arrays_from_and_to_numpy_equal_pyarrows_own_and_never_import_pandas():
+    """The feed's dealing and spooling convert without pyarrow's pandas import (0.3-0.8 CPU-s in
+    every Spark Python worker at the start of a run): same values as ``pa.array``, ``fill_null``
+    and ``to_numpy``, for slices and nulls too, with pandas still unloaded after all of them."""
+    import pyarrow as pa
+
+    run = subprocess.run([sys.executable, "-c", ARRAYS], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["pandas"] is False
+    want = [["a", "", "\u00fc{}"]]
+    for values in (np.arange(11, dtype=np.int64) * 3, np.linspace(-1, 1, 13).astype(np.float32),
+                   np.arange(11) % 3 == 1, np.zeros(0, np.int32)):
+        arr = pa.array(values)
+        want.append([str(arr.type), arr.to_numpy(zero_copy_only=False).tolist(),
+                     arr[3:9].to_numpy(zero_copy_only=False).tolist()])
+    holes = pa.array([None if i % 3 == 0 else i + 5 for i in range(10)], pa.int32())[1:]
+    want.append(["int32", holes.fill_null(0).to_numpy().tolist(),
+                 holes.is_valid().to_numpy(zero_copy_only=False).tolist()])
+    assert got["out"] == want

@@ -98,6 +98,7 @@ class EmbeddedZooKeeper:
         self.restarts = 0
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._spawn_error: Exception | None = None  # why the first start failed, if it did
 
     @property
     def hosts(self) -> str:
@@ -148,7 +149,11 @@ class EmbeddedZooKeeper:
         self._watcher = threading.Thread(target=self._own, args=(spawned,),
                                          name="elearn-zookeeper", daemon=True)
         self._watcher.start()
-        spawned.wait(30)
+        if not spawned.wait(30) or self._spawn_error is not None:
+            self.stop()
+            why = repr(self._spawn_error) if self._spawn_error else "no process within 30 s"
+            raise ClusterError(f"could not start the embedded ZooKeeper ({why}); "
+                               "pass --zk HOST:PORT of a running ensemble instead")
         self._wait_up()
         log.info("embedded ZooKeeper up at %s", self.hosts)
         return self
@@ -182,6 +187,9 @@ class EmbeddedZooKeeper:
     def _own(self, spawned: threading.Event) -> None:
         try:
             self._spawn()
+        except Exception as err:  # noqa: BLE001 - start() reports it; this thread just ends
+            self._spawn_error = err
+            return
         finally:
             spawned.set()
         while not self._stopping.wait(0.5):

@@ -6,6 +6,7 @@ import shutil
 
 import pyarrow as pa
 
+from elearn.feed.arrays import from_numpy, to_numpy
 from elearn.feed.columns import TAG, FeedPlan
 from elearn.feed.spool import CHUNK_ROWS, SpoolWriter
 
@@ -24,12 +25,12 @@ def spool_partition(batches, plan: FeedPlan, node_dir: str, index: int,
             if plan.single:
                 writers[plan.names[0]].write(batch)
                 continue
-            tags = batch.column(TAG).to_numpy(zero_copy_only=False)
+            tags = to_numpy(batch.column(TAG))
             for k, name in enumerate(plan.names):
                 mask = tags == k
                 if not mask.any():
                     continue
-                part = batch.filter(pa.array(mask)).column(f"_elearn_{k}")
+                part = batch.filter(from_numpy(mask)).column(f"_elearn_{k}")
                 writers[name].write(pa.RecordBatch.from_struct_array(part))
         metas = {}
         for name, writer in writers.items():

@@ -74,8 +74,9 @@ def deal(frame, name: str, workers: int, keys: list, coordination: Coordination)
 def _dealer(name, workers, keys, coordination):
     def run(batches):
         import numpy as np
-        import pyarrow as pa
         from pyspark import TaskContext
+
+        from elearn.feed.arrays import from_numpy
 
         key_of = np.asarray(keys, dtype=np.int64)
         part = TaskContext.get().partitionId()
@@ -83,7 +84,7 @@ def _dealer(name, workers, keys, coordination):
         def keyed(batches, place):
             for batch in batches:
                 places = (place + np.arange(batch.num_rows)) % workers
-                yield batch.append_column(KEY, pa.array(key_of[places]))
+                yield batch.append_column(KEY, from_numpy(key_of[places]))
                 place += batch.num_rows
 
         # Rows of the current incomplete block (fewer than `workers`), held until it completes.

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from elearn.feed.arrays import to_numpy, valid_mask
 from elearn.feed.columns import BLOCKS, LISTS, FeedColumn
 
 CHUNK_ROWS = 65536
@@ -70,31 +71,36 @@ def _validity(arr: pa.Array) -> tuple:
     nulls = arr.null_count
     if not nulls:
         return _NO_NULLS, 0
-    return _raw(arr.is_valid().to_numpy(zero_copy_only=False)), nulls
+    return _raw(valid_mask(arr)), nulls
 
 
 def _scalar(arr: pa.Array, col: FeedColumn) -> np.ndarray:
-    if arr.null_count:
-        arr = arr.fill_null(False if col.dtype == "bool" else 0)
-    return arr.to_numpy(zero_copy_only=False).astype(col.dtype, copy=False)
+    return to_numpy(arr).astype(col.dtype, copy=False)
 
 
 def _is_large(arr: pa.Array) -> bool:
     return pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
 
 
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """A string array's ``len(arr) + 1`` offsets into its data buffer."""
+    offsets = np.frombuffer(arr.buffers()[1], np.int64 if _is_large(arr) else np.int32)
+    return offsets[arr.offset:arr.offset + len(arr) + 1]
+
+
 def _strings(arr: pa.Array) -> list:
     """``[offsets, bytes]``: int64 offsets[n + 1] from 0 into the column's bytes, which are Arrow's
     data buffer as is. The reader cuts every string out of the chunk file by position, so no
     per-string framing is built here."""
-    if arr.null_count:  # a null's slot may still span bytes: make it an empty string
-        text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
-        arr = arr.fill_null("" if text else b"")
     if len(arr) == 0:
         return [_raw(np.zeros(1, np.int64)), b""]
-    _, offsets_buffer, data_buffer = arr.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int64 if _is_large(arr) else np.int32)
-    offsets = offsets[arr.offset:arr.offset + len(arr) + 1]
+    offsets = _offsets(arr)
+    if arr.null_count and np.diff(offsets)[~valid_mask(arr)].any():
+        # A null's slot spans bytes (Spark's never do): make it an empty string.
+        text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+        arr = arr.fill_null("" if text else b"")
+        offsets = _offsets(arr)
+    data_buffer = arr.buffers()[2]
     first, last = int(offsets[0]), int(offsets[-1])
     data = memoryview(data_buffer)[first:last] if data_buffer is not None else b""
     return [_raw(offsets.astype(np.int64) - first), data]
@@ -102,7 +108,7 @@ def _strings(arr: pa.Array) -> list:
 
 def _row_splits(lengths: pa.Array) -> np.ndarray:
     """int64 row splits[n + 1] from per-row list lengths (a null row counts as empty)."""
-    lengths = pc.fill_null(lengths, 0).to_numpy(zero_copy_only=False)
+    lengths = to_numpy(lengths)
     splits = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=splits[1:])
     return splits
@@ -146,7 +152,7 @@ def encode_column(arr: pa.Array, col: FeedColumn) -> EncodedColumn:
         splits = _row_splits(pc.list_value_length(idx))
         flat = pc.list_flatten(vals)
         nulls += flat.null_count
-        indices = pc.list_flatten(idx).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        indices = to_numpy(pc.list_flatten(idx)).astype(np.int64, copy=False)
         widest = pc.max(fields["size"]).as_py() or 0
         return EncodedColumn([_raw(indices), _raw(_scalar(flat, col)), _raw(splits), valid], nulls,
                              size=widest)

@@ -37,6 +37,7 @@ from elearn.cluster.waits import wait_until
 from elearn.cluster.zookeeper import SESSION_TIMEOUT, connect
 from elearn.cluster.zookeeper import close as close_client
 from elearn.errors import ClusterError, StorageError
+from elearn.feed.arrays import from_strings
 from elearn.feed.partition import spool_partition
 from elearn.runtime.gpus import task_gpu_env
 from elearn.specs import NodeSpec
@@ -344,5 +345,6 @@ def arrow_task(spec: NodeSpec, role: str, fed: bool):
         barrier = Barrier(context) if isinstance(context, BarrierTaskContext) else None
         node = NodeTask(spec, role, context.partitionId(), barrier)
         stats = node.run(batches if fed else [])
-        yield pa.RecordBatch.from_pydict({"stats": [json.dumps(stats)]})
+        # Built without pa.array, which imports pandas: in every node at once, at teardown.
+        yield pa.RecordBatch.from_arrays([from_strings([json.dumps(stats)])], names=["stats"])
     return run
