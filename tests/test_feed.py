@@ -653,7 +653,6 @@ def test_empty_spool_and_a_chunk_of_empty_strings_read_back(tmp_path):
     np.testing.assert_array_equal(got["fixed"].numpy(), [[1, 2], [3, 4], [5, 6]])
 
 
-
 ARRAYS = r"""
 import json, sys
 import numpy as np, pyarrow as pa

@@ -35,18 +35,18 @@ def popen_child(cmd, **kwargs) -> subprocess.Popen:
 
     ``cmd`` runs through :data:`_GUARD` (``python -I -S``, a few milliseconds) in the same process:
     the pid is the command's, and its command line keeps every word of ``cmd``."""
-    guard = [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid())]
-    for attempt in range(3):
+    argv = [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid()), *[str(c) for c in cmd]]
+    # EFAULT ("Bad address") from the vfork-based spawn, seen in the suite when pyspark started the
+    # driver JVM from another thread at the same moment as the embedded ZooKeeper: transient, the
+    # same call succeeds right after. Two retries; any other error, or a third EFAULT, is raised.
+    for delay in (0.05, 0.1):
         try:
-            return subprocess.Popen([*guard, *[str(c) for c in cmd]], **kwargs)
+            return subprocess.Popen(argv, **kwargs)
         except OSError as err:
-            # EFAULT ("Bad address") from the vfork-based spawn, seen when pyspark starts the
-            # driver JVM from another thread at the same moment as the embedded ZooKeeper (twice
-            # in five suite runs): transient, the same call succeeds right after.
-            if err.errno != errno.EFAULT or attempt == 2:
+            if err.errno != errno.EFAULT:
                 raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(delay)
+    return subprocess.Popen(argv, **kwargs)
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int | None:
