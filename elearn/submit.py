@@ -101,7 +101,7 @@ def submit(job: Job, **options: Unpack[SubmitKeywords]) -> SubmitResult:
     trained: Trained | None = None
     interrupted = False
     try:
-        with app:
+        with app.interrupts, app:
             app.start()
             app.ship_code(job)
             frame, plan = _pre_train(app, job)

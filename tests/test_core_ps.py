@@ -127,6 +127,33 @@ def test_signal_stops_everything_and_runs_shutdown_once(tmp_path, sig, external_
     assert summary["error"] == "interrupted" and "teardown" in summary["phases"]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_lost_in_a_finalizer_is_raised_by_the_drivers_next_wait(tmp_path, monkeypatch):
+    """Python drops an exception raised inside a ``__del__`` or a weakref callback (py4j frees its
+    Java objects in such callbacks, on whichever thread collects them). A Ctrl-C whose
+    KeyboardInterrupt lands there must still stop the run: the driver's waits raise it again."""
+    from elearn.driver.app import Application
+    from elearn.driver.options import SubmitOptions
+    from elearn.submit import backend_for
+
+    monkeypatch.setenv("ELEARN_HOME", str(tmp_path))
+    opts = SubmitOptions.from_kwargs(ps=1, workers=1)
+    app = Application(opts, backend_for(opts))
+    before = signal.getsignal(signal.SIGINT)
+
+    class Freed:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # its handler runs here; Python drops the raise
+
+    with app.interrupts:
+        app.check_killed()  # nothing pressed yet
+        Freed()
+        lost = True  # reached: the KeyboardInterrupt was dropped
+        with pytest.raises(KeyboardInterrupt):
+            app.check_killed()
+    assert lost and signal.getsignal(signal.SIGINT) is before
+
+
 BAD_INPUT = [
     (["missing.py", "--ps", 1, "--workers", 1], "job file not found"),
     ([job("no_job.py"), "--ps", 1, "--workers", 1], "defines no subclass of elearn.SparkTFJob"),

@@ -43,6 +43,27 @@ def kernel(home, tag: str, cwd):
         client.stop_channels()
         manager.shutdown_kernel(now=False)
 
+def reply_to(client, msg_id: str, timeout: float) -> dict:
+    """The shell reply to ``msg_id``; on a timeout, an AssertionError that shows what the cell
+    printed meanwhile (elearn's own lines say where it stood)."""
+    import queue
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reply = client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            shown = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    msg = client.get_iopub_msg(timeout=1)
+                    if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                        shown.append(msg["content"]["text"])
+            raise AssertionError(f"no reply within {timeout:.0f}s; the cell showed:\n" + "".join(shown)[-5000:]) from None
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
 SESSION = """
 import sys
 sys.path.insert(0, {jobs!r})
@@ -93,10 +114,9 @@ def test_submit_on_the_notebooks_own_session_in_both_modes_and_interrupted(tmp_p
             assert time.monotonic() < deadline, "train never started"
             time.sleep(0.2)
         manager.interrupt_kernel()
-        reply = client.get_shell_msg(timeout=300)
-        while reply["parent_header"].get("msg_id") != msg_id:
-            reply = client.get_shell_msg(timeout=300)
-        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        reply = reply_to(client, msg_id, timeout=300)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt", \
+            reply["content"]
         status, text = run(AFTER)
         assert status == "ok" and "ALIVE 5 1000 local[4]" in text, text[-3000:]
         # Only the notebook's own processes are left: its kernel and its session's JVM.

@@ -18,6 +18,7 @@ from elearn.cluster.zookeeper import EmbeddedZooKeeper, connect
 from elearn.cluster.zookeeper import close as close_client
 from elearn.driver.console import Console
 from elearn.driver.handles import Handles, Journal
+from elearn.driver.interrupts import Interrupts
 from elearn.driver.jvmcache import fresh_jvm_class_cache
 from elearn.driver.nodejobs import NodeJobs
 from elearn.driver.options import SubmitOptions, elearn_home
@@ -90,6 +91,7 @@ class Application:
         self.journal = Journal(self.dir)  # phases and events.jsonl
         self.jobs: NodeJobs | None = None  # the node jobs, once Spark and ZooKeeper are up
         self._final_state = "failed"
+        self.interrupts = Interrupts()  # entered by submit for the run; checked by every wait
         self._kill_checked = 0.0
         self._released = self._closed = False
         self._checked = False
@@ -329,7 +331,10 @@ class Application:
         return Coordination(self.zk_for_nodes(), self.credentials, f"{self.registry.base}/shares")
 
     def check_killed(self) -> None:
-        """Raise KilledError once ``pl_submit kill`` asked for it (checked at most once a second)."""
+        """Raise KeyboardInterrupt if Ctrl-C came (its first raise may have been lost, see
+        ``elearn.driver.interrupts``); KilledError once ``pl_submit kill`` asked for it (checked at
+        most once a second)."""
+        self.interrupts.check()
         now = time.monotonic()
         if self.registry is None or now - self._kill_checked < 1.0:
             return

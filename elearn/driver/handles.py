@@ -59,7 +59,7 @@ class Handles:
     ops: SparkOps
     jobs: NodeJobs
     journal: Journal
-    check_killed: Callable[[], None]  # raises KilledError once ``pl_submit kill`` asked
+    check_killed: Callable[[], None]  # raises KeyboardInterrupt after Ctrl-C, KilledError once ``pl_submit kill`` asked
     node_spec: NodeSpec              # what every node's task gets
     train_spec: TrainSpec            # what every training process gets
 
