@@ -137,8 +137,10 @@ class Sampler(threading.Thread):
                 cpu[pid] = (int(f[11]) + int(f[12])) / TICK
                 # Classified anew each time: a process seen right after fork (or as the launcher
                 # script) becomes a JVM or a TF server only at its exec.
+                # An exited process not yet reaped (a zombie) reads as an empty command line: it
+                # keeps the kind it had, or its peak RSS would be counted as "other".
                 cmdline = _read(f"/proc/{pid}/cmdline")
-                if self._cmdlines.get(pid) != cmdline:
+                if cmdline and self._cmdlines.get(pid) != cmdline:
                     self._cmdlines[pid] = cmdline
                     try:
                         self.kind[pid] = _classify(pid, self.root)
