@@ -55,6 +55,7 @@ class TrainingHooks(Protocol):
     repeat: ClassVar[bool]            # whether datasets repeat endlessly by default
     batch_hooks: ClassVar[bool]       # whether Keras batch-level callbacks may read logs
     time_check_steps: ClassVar[int]   # steps between agreeing on a time-based checkpoint
+    slot_device: ClassVar[str | None]  # where optimizer slots' initial values are computed (None: here)
 
     def process_env(self) -> dict:
         """Environment the training process starts with (read by TensorFlow at import)."""

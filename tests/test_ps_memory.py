@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, job, lines
 
 TABLE_ROWS, DIM = 2_000_000, 16   # 122 MiB of float32
 
@@ -62,3 +62,17 @@ def test_a_parameter_server_keeps_a_new_table_and_gives_back_its_transients():
     table = TABLE_ROWS * DIM * 4
     growth = int(out.stdout.split("GROWTH")[1].split()[0])
     assert 0.9 * table < growth < 1.5 * table, f"the parameter server grew {growth / table:.2f}x the table"
+
+
+def test_a_tf_keras_optimizers_slots_are_built_on_the_parameter_server_not_the_coordinator(pl_submit, tmp_path):
+    """tf_keras's current Adagrad computes each accumulator's full-size initial value where it is
+    built; fit would build it on the coordinator (a transient of three times the slot there). elearn
+    builds it on a parameter server before fit starts."""
+    out = tmp_path / "out.jsonl"
+    run = pl_submit(job("slot_memory.py"), "--ps", 1, "--workers", 1, "--arg", f"rows={TABLE_ROWS}",
+                    "--arg", f"out={out}", "--checkpoint-every", "off", timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (result,) = lines(out)
+    assert result["slots"] and all("/job:ps/" in d for d in result["slots"]), result
+    table = TABLE_ROWS * DIM * 4
+    assert result["growth"] < 0.5 * table, f"the coordinator's peak grew {result['growth'] / table:.2f}x the table"

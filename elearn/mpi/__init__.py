@@ -27,6 +27,7 @@ class AllreduceBackend:
     trains_on_driver: ClassVar[bool] = False  # the workers' tasks run it, wherever they are
     repeat: ClassVar[bool] = False        # dataset_fn: one pass unless asked (ctx.dataset repeats)
     batch_hooks: ClassVar[bool] = True
+    slot_device: ClassVar[str | None] = None  # every worker holds its own slots, built where it is
 
     # -- the driver ------------------------------------------------------------------------------
     def spark_conf(self, opts, master: str, conf: dict, say=None) -> dict:

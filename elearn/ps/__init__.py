@@ -23,6 +23,9 @@ class PSBackend:
     trains_on_driver: ClassVar[bool] = True  # the coordinator runs on the driver's host
     repeat: ClassVar[bool] = True         # ClusterCoordinator needs endless per-worker datasets
     batch_hooks: ClassVar[bool] = False   # tf_keras refuses batch-level callbacks under this strategy
+    # tf_keras's current optimizers compute each slot's full-size initial value where they are
+    # built; on the coordinator that is a transient of 3x the slot, sent over (elearn.train.keras_fit).
+    slot_device: ClassVar[str | None] = "/job:ps/task:0/device:CPU:0"
 
     # -- the driver ------------------------------------------------------------------------------
     def spark_conf(self, opts, master: str, conf: dict, say=None) -> dict:
