@@ -159,9 +159,8 @@ def build_slots_in_place(model, ctx) -> None:
     the coordinator's peak rose by 934 MiB and 325 MiB of it stayed; built here under
     ``backend.slot_device``, the coordinator does not grow, and a slot whose variable lives on
     another parameter server is copied there from the first one, not through the coordinator
-    (``bench/README.md``). The legacy optimizers create slots in place already; a model whose
-    variables do not exist yet (built by its first call) is left to ``fit``, which builds with
-    the same variables.
+    (``bench/README.md``). The legacy optimizers create slots in place already; a subclassed model,
+    which may create variables in its first call, is left to ``fit``.
     """
     device = ctx._backend.slot_device
     optimizer = getattr(model, "optimizer", None)
@@ -170,7 +169,9 @@ def build_slots_in_place(model, ctx) -> None:
     if device is None or current is None or not isinstance(optimizer, current) \
             or getattr(optimizer, "_built", False):
         return  # allreduce mode, a legacy or no optimizer, or one built already
-    if not getattr(model, "built", False) or not model.trainable_variables:
+    # Only a functional or Sequential model has every variable before its first step: the optimizer
+    # is built once, and a variable it was not built with would fail at apply_gradients.
+    if not getattr(model, "_is_graph_network", False) or not model.trainable_variables:
         return
     import tensorflow as tf
 
