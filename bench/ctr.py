@@ -64,7 +64,7 @@ def thread_env(opts: dict) -> dict:
 
 
 # -- /proc sampling --------------------------------------------------------------------------------
-def _read(path: str, mode="r"):
+def read_proc(path: str, mode="r"):
     try:
         with open(path, mode) as f:
             return f.read()
@@ -72,11 +72,11 @@ def _read(path: str, mode="r"):
         return None
 
 
-def _classify(pid: int, root: int) -> str:
-    cmd = (_read(f"/proc/{pid}/cmdline") or "").split("\0")
+def classify_process(pid: int, root: int) -> str:
+    cmd = (read_proc(f"/proc/{pid}/cmdline") or "").split("\0")
     line = " ".join(cmd)
     if "elearn.runtime.tf_server" in line:
-        env = _read(f"/proc/{pid}/environ") or ""
+        env = read_proc(f"/proc/{pid}/environ") or ""
         for item in env.split("\0"):
             if item.startswith("ELEARN_NODE="):
                 return "TF " + json.loads(item.split("=", 1)[1]).get("role", "?")
@@ -110,7 +110,7 @@ class Sampler(threading.Thread):
         children: dict = {}
         for d in os.listdir("/proc"):
             if d.isdigit():
-                stat = _read(f"/proc/{d}/stat")
+                stat = read_proc(f"/proc/{d}/stat")
                 if stat:
                     ppid = int(stat.rsplit(")", 1)[1].split()[1])
                     children.setdefault(ppid, []).append(int(d))
@@ -122,7 +122,7 @@ class Sampler(threading.Thread):
         return out
 
     def _machine_busy(self) -> float:
-        fields = (_read("/proc/stat") or "cpu 0").splitlines()[0].split()[1:]
+        fields = (read_proc("/proc/stat") or "cpu 0").splitlines()[0].split()[1:]
         v = list(map(int, fields))
         return (sum(v) - v[3] - (v[4] if len(v) > 4 else 0)) / TICK
 
@@ -130,7 +130,7 @@ class Sampler(threading.Thread):
         while not self.stop.is_set():
             now, cpu = time.time(), {}
             for pid in self._tree():
-                stat = _read(f"/proc/{pid}/stat")
+                stat = read_proc(f"/proc/{pid}/stat")
                 if not stat:
                     continue
                 f = stat.rsplit(")", 1)[1].split()
@@ -139,14 +139,14 @@ class Sampler(threading.Thread):
                 # script) becomes a JVM or a TF server only at its exec.
                 # An exited process not yet reaped (a zombie) reads as an empty command line: it
                 # keeps the kind it had, or its peak RSS would be counted as "other".
-                cmdline = _read(f"/proc/{pid}/cmdline")
+                cmdline = read_proc(f"/proc/{pid}/cmdline")
                 if cmdline and self._cmdlines.get(pid) != cmdline:
                     self._cmdlines[pid] = cmdline
                     try:
-                        self.kind[pid] = _classify(pid, self.root)
+                        self.kind[pid] = classify_process(pid, self.root)
                     except (ValueError, IndexError):  # read mid-exec: classified at the next sample
                         self._cmdlines[pid] = None
-                status = _read(f"/proc/{pid}/status") or ""
+                status = read_proc(f"/proc/{pid}/status") or ""
                 for ln in status.splitlines():
                     if ln.startswith("VmHWM:"):
                         self.hwm[pid] = max(self.hwm.get(pid, 0), int(ln.split()[1]) * 1024)

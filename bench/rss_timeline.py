@@ -17,29 +17,26 @@ import sys
 import threading
 import time
 
+from ctr import classify_process, read_proc  # this folder is the script's import root
+
 
 def _sample() -> dict:
-    """{(kind, pid): RSS MiB} of the TF servers and training processes running now."""
+    """{(kind, pid): RSS MiB} of the TF servers (``TF ps``, ``TF worker``) and training processes
+    (``trainer``) running now, named as ``bench/ctr.py`` names them."""
     out = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
-            with open(f"/proc/{d}/cmdline") as f:
-                cmd = f.read()
-            if "elearn.runtime.tf_server" in cmd:
-                with open(f"/proc/{d}/environ") as f:
-                    env = f.read()
-                kind = "TF ps" if '"role": "ps"' in env else "TF worker"
-            elif "elearn.train.trainer" in cmd:
-                kind = "trainer"
-            else:
-                continue
-            with open(f"/proc/{d}/status") as f:
-                rss = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+            kind = classify_process(int(d), root=-1)
+        except (ValueError, IndexError):  # read mid-exec
+            continue
+        if not kind.startswith(("TF ", "trainer")):
+            continue
+        status = read_proc(f"/proc/{d}/status") or ""  # gone, or a zombie: no VmRSS line
+        rss = next((int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")), None)
+        if rss is not None:
             out[(kind, int(d))] = rss // 1024
-        except (OSError, StopIteration):
-            continue  # gone, or a zombie
     return out
 
 

@@ -12,18 +12,16 @@ TABLE_ROWS, DIM = 2_000_000, 16   # 122 MiB of float32
 # one table the way a Keras initializer does (a uniform draw, scaled and shifted: two transients of
 # the table's size). Prints the parameter server's RSS growth in bytes.
 SCRIPT = """
-import json, os, subprocess, sys, time
+import json, os, subprocess, sys
 from elearn.cluster.procs import free_port
-from elearn.ps.node import ps_allocator_env
+from elearn.ps.node import server_env
 
 rows, dim = int(sys.argv[1]), int(sys.argv[2])
 spec = {"ps": [f"localhost:{free_port()}"], "worker": [f"localhost:{free_port()}"],
         "chief": [f"localhost:{free_port()}"]}
 servers = {}
 for role in ("ps", "worker"):
-    env = {**os.environ, "ELEARN_NODE": json.dumps({"role": role, "index": 0})}
-    if role == "ps":
-        env.update(ps_allocator_env(os.environ))
+    env = {**os.environ, **server_env(role, 0, os.environ)}
     servers[role] = subprocess.Popen([sys.executable, "-m", "elearn.runtime.tf_server"], env=env,
                                      stdin=subprocess.PIPE)
     servers[role].stdin.write((json.dumps({"cluster": spec}) + "\\n").encode())

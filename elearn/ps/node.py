@@ -29,10 +29,16 @@ def start_server(task: NodeTask) -> None:
 
 
 def _new_server(task: NodeTask) -> subprocess.Popen:
-    env = {"ELEARN_NODE": json.dumps({"role": task.role, "index": task.index})}
-    if task.role == "ps":
-        env.update(ps_allocator_env(os.environ))
-    return task.start_child(SERVER, env=env, stdin=subprocess.PIPE)
+    return task.start_child(SERVER, env=server_env(task.role, task.index, os.environ), stdin=subprocess.PIPE)
+
+
+def server_env(role: str, index: int, environ) -> dict:
+    """What a node's TF server gets on top of the node's environment (``environ``): its role and
+    index, and for a parameter server the allocator (:func:`ps_allocator_env`)."""
+    env = {"ELEARN_NODE": json.dumps({"role": role, "index": index})}
+    if role == "ps":
+        env.update(ps_allocator_env(environ))
+    return env
 
 
 def ps_allocator_env(environ) -> dict:
